@@ -1,0 +1,197 @@
+//! Hardware access: thread indices, warp shuffles, barriers, 16-byte global loads and
+//! stores, 16-bit float conversions, and libdevice's math functions.
+//!
+//! Warp and barrier operations are LLVM intrinsics (which LLVM knows are convergent), never
+//! `asm!` marked pure. Memory `asm!` is never `pure`, so it is not reordered across barriers.
+
+use core::arch::asm;
+
+/// Repeats a block for `k = 0, 1, 2, 3` with `k` a constant, so that register arrays indexed
+/// by `k` stay in registers (LLVM does not fully unroll loops with large bodies, and a
+/// register array indexed at run time moves to local memory).
+macro_rules! unroll4 {
+    (|$k:ident| $body:block) => {{
+        { let $k: usize = 0; $body }
+        { let $k: usize = 1; $body }
+        { let $k: usize = 2; $body }
+        { let $k: usize = 3; $body }
+    }};
+}
+pub(crate) use unroll4;
+use core::arch::nvptx;
+
+#[inline(always)]
+pub fn thread_idx() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_thread_idx_x() as u32 }
+}
+
+#[inline(always)]
+pub fn block_idx() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_idx_x() as u32 }
+}
+
+#[inline(always)]
+pub fn block_dim() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_dim_x() as u32 }
+}
+
+#[inline(always)]
+pub fn grid_dim() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_grid_dim_x() as u32 }
+}
+
+/// `__syncthreads()`: every thread of the block must reach it.
+#[inline(always)]
+pub fn sync_threads() {
+    // SAFETY: a block-wide barrier; callers keep it out of divergent code.
+    unsafe { nvptx::_syncthreads() }
+}
+
+unsafe extern "C" {
+    #[link_name = "llvm.nvvm.shfl.sync.bfly.f32"]
+    fn shfl_sync_bfly_f32(mask: u32, value: f32, lane_mask: u32, clamp: u32) -> f32;
+
+    fn __nv_expf(x: f32) -> f32;
+    fn __nv_tanhf(x: f32) -> f32;
+    fn __nv_erff(x: f32) -> f32;
+    fn __nv_sinf(x: f32) -> f32;
+    fn __nv_cosf(x: f32) -> f32;
+    fn __nv_rsqrtf(x: f32) -> f32;
+}
+
+/// Butterfly exchange with the lane `lane ^ lane_mask` (whole warp must participate).
+#[inline(always)]
+pub fn shfl_xor(value: f32, lane_mask: u32) -> f32 {
+    // SAFETY: full-warp mask; every kernel calls this from converged code.
+    unsafe { shfl_sync_bfly_f32(0xffff_ffff, value, lane_mask, 0x1f) }
+}
+
+/// libdevice-backed transcendentals for `kernel_math`'s formulas.
+pub struct Libdevice;
+
+impl kernel_math::Transcendentals for Libdevice {
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        // SAFETY: pure libdevice function.
+        unsafe { __nv_expf(x) }
+    }
+    #[inline(always)]
+    fn tanh(x: f32) -> f32 {
+        // SAFETY: pure libdevice function.
+        unsafe { __nv_tanhf(x) }
+    }
+    #[inline(always)]
+    fn erf(x: f32) -> f32 {
+        // SAFETY: pure libdevice function.
+        unsafe { __nv_erff(x) }
+    }
+    #[inline(always)]
+    fn sin_cos(x: f32) -> (f32, f32) {
+        // SAFETY: pure libdevice functions.
+        unsafe { (__nv_sinf(x), __nv_cosf(x)) }
+    }
+    #[inline(always)]
+    fn rsqrt(x: f32) -> f32 {
+        // SAFETY: pure libdevice function.
+        unsafe { __nv_rsqrtf(x) }
+    }
+}
+
+/// Sixteen bytes: the unit of vectorised global access.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Default)]
+pub struct V4(pub [u32; 4]);
+
+/// 16-byte load from global memory.
+///
+/// # Safety
+/// `p` is a 16-byte-aligned global address with 16 readable bytes.
+#[inline(always)]
+pub unsafe fn ld_v4(p: *const u8) -> V4 {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("ld.global.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];",
+            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg64) p,
+            options(nostack, readonly, preserves_flags));
+    }
+    V4([a, b, c, d])
+}
+
+/// 16-byte load through the read-only (non-coherent) path, for data no thread of this
+/// launch writes (weights, tables).
+///
+/// # Safety
+/// As [`ld_v4`], and nothing writes the bytes during the launch.
+#[inline(always)]
+pub unsafe fn ld_nc_v4(p: *const u8) -> V4 {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("ld.global.nc.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];",
+            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg64) p,
+            options(nostack, readonly, preserves_flags));
+    }
+    V4([a, b, c, d])
+}
+
+/// 16-byte store to global memory.
+///
+/// # Safety
+/// `p` is a 16-byte-aligned global address with 16 writable bytes.
+#[inline(always)]
+pub unsafe fn st_v4(p: *mut u8, v: V4) {
+    let [a, b, c, d] = v.0;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("st.global.v4.u32 [{0}], {{{1}, {2}, {3}, {4}}};",
+            in(reg64) p, in(reg32) a, in(reg32) b, in(reg32) c, in(reg32) d,
+            options(nostack, preserves_flags));
+    }
+}
+
+/// Two f32 → packed bf16x2 (`lo` in the low half), round to nearest even.
+#[inline(always)]
+pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
+    let r: u32;
+    // SAFETY: register-only conversion.
+    unsafe {
+        asm!("cvt.rn.bf16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi.to_bits(), in(reg32) lo.to_bits(),
+            options(pure, nomem, nostack, preserves_flags));
+    }
+    r
+}
+
+/// Two f32 → packed f16x2 (`lo` in the low half), round to nearest even.
+#[inline(always)]
+pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
+    let r: u32;
+    // SAFETY: register-only conversion.
+    unsafe {
+        asm!("cvt.rn.f16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi.to_bits(), in(reg32) lo.to_bits(),
+            options(pure, nomem, nostack, preserves_flags));
+    }
+    r
+}
+
+/// f32 → bf16 bits, round to nearest even.
+#[inline(always)]
+pub fn f32_to_bf16(x: f32) -> u16 {
+    pack_bf16x2(x, 0.0) as u16
+}
+
+/// f32 → f16 bits, round to nearest even.
+#[inline(always)]
+pub fn f32_to_f16(x: f32) -> u16 {
+    (x as f16).to_bits()
+}
+
+/// f16 bits → f32 (exact).
+#[inline(always)]
+pub fn f16_to_f32(bits: u16) -> f32 {
+    f16::from_bits(bits) as f32
+}
