@@ -1,0 +1,108 @@
+//! The GPU device layer over `cudarc`'s driver API.
+//!
+//! `libcuda` is opened at run time (`dynamic-loading`), so building needs no CUDA toolkit and
+//! a machine without a GPU gets a clear [`DeviceError`] rather than a crash. One [`Gpu`] owns
+//! a context, one stream and the kernel module; all work is ordered on that stream.
+
+mod buffer;
+mod error;
+mod module;
+mod timing;
+
+pub use buffer::DeviceBuffer;
+pub use error::DeviceError;
+pub use module::{embedded_arches, KernelModule};
+pub use timing::Timing;
+
+use cudarc::driver::{CudaContext, CudaStream, sys::CUdevice_attribute};
+use std::sync::Arc;
+
+/// What the driver says about the device in use.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    /// Compute capability as `major * 10 + minor` (90 for an H100).
+    pub compute_capability: u32,
+    pub total_memory_bytes: usize,
+    pub multiprocessors: u32,
+    /// The PTX architecture loaded for this device (`sm_<n>`).
+    pub ptx_arch: u32,
+}
+
+/// One GPU: context, stream, kernels.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    module: KernelModule,
+    info: DeviceInfo,
+}
+
+/// Number of CUDA devices, or why there are none usable.
+pub fn device_count() -> Result<usize, DeviceError> {
+    // SAFETY: only tries to open the driver library; no CUDA call is made.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(DeviceError::NoDriver);
+    }
+    let n = CudaContext::device_count().map_err(|e| DeviceError::driver("cuDeviceGetCount", e))?;
+    Ok(n.max(0) as usize)
+}
+
+impl Gpu {
+    /// Opens device `ordinal` and loads the kernels for its architecture.
+    pub fn new(ordinal: usize) -> Result<Gpu, DeviceError> {
+        let count = device_count()?;
+        if count == 0 {
+            return Err(DeviceError::NoDevice);
+        }
+        if ordinal >= count {
+            return Err(DeviceError::BadOrdinal { ordinal, count });
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| DeviceError::driver("cuCtxCreate", e))?;
+        // SAFETY: every buffer of this Gpu is used on its single stream, so stream order
+        // already orders all accesses; cross-stream event tracking is not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let (major, minor) = ctx.compute_capability().map_err(|e| DeviceError::driver("cuDeviceGetAttribute", e))?;
+        let cc = (major * 10 + minor) as u32;
+        let name = ctx.name().map_err(|e| DeviceError::driver("cuDeviceGetName", e))?;
+        let module = KernelModule::load(&ctx, cc, &name)?;
+        let info = DeviceInfo {
+            ordinal,
+            name,
+            compute_capability: cc,
+            total_memory_bytes: ctx.total_mem().map_err(|e| DeviceError::driver("cuDeviceTotalMem", e))?,
+            multiprocessors: ctx
+                .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+                .map_err(|e| DeviceError::driver("cuDeviceGetAttribute", e))? as u32,
+            ptx_arch: module.arch(),
+        };
+        let stream = ctx.default_stream();
+        Ok(Gpu { ctx, stream, module, info })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    pub(crate) fn module(&self) -> &KernelModule {
+        &self.module
+    }
+
+    /// Waits for all queued work; reports an earlier asynchronous failure (e.g. a kernel trap).
+    pub fn synchronize(&self) -> Result<(), DeviceError> {
+        self.stream.synchronize().map_err(|e| DeviceError::driver("cuStreamSynchronize", e))
+    }
+
+    /// Free and total device memory in bytes.
+    pub fn memory_info(&self) -> Result<(usize, usize), DeviceError> {
+        self.ctx.mem_get_info().map_err(|e| DeviceError::driver("cuMemGetInfo", e))
+    }
+}

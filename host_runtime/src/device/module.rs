@@ -1,0 +1,56 @@
+//! The kernel module: the embedded PTX for the device's architecture, loaded (JIT-compiled
+//! by the driver) once, with every manifest entry point resolved at load time.
+
+use super::DeviceError;
+use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::nvrtc::Ptx;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+include!(concat!(env!("OUT_DIR"), "/embedded_ptx.rs"));
+
+/// Architectures (`major * 10 + minor`) whose PTX this binary holds.
+pub fn embedded_arches() -> Vec<u32> {
+    EMBEDDED_PTX.iter().map(|(a, _)| *a).collect()
+}
+
+/// The newest embedded PTX that runs on compute capability `cc` (PTX for sm_X runs on any
+/// device of capability ≥ X).
+fn select_ptx(cc: u32) -> Option<(u32, &'static str)> {
+    EMBEDDED_PTX.iter().filter(|(a, _)| *a <= cc).max_by_key(|(a, _)| *a).copied()
+}
+
+/// Loaded kernels by entry-point name.
+pub struct KernelModule {
+    arch: u32,
+    functions: HashMap<&'static str, CudaFunction>,
+}
+
+impl KernelModule {
+    pub(super) fn load(ctx: &Arc<CudaContext>, cc: u32, device_name: &str) -> Result<Self, DeviceError> {
+        if EMBEDDED_PTX.is_empty() {
+            return Err(DeviceError::KernelsNotBuilt);
+        }
+        let Some((arch, ptx)) = select_ptx(cc).filter(|_| cc >= 80) else {
+            let built = embedded_arches().iter().map(|a| format!("sm_{a}")).collect::<Vec<_>>().join(", ");
+            return Err(DeviceError::UnsupportedArch { name: device_name.to_owned(), major: cc / 10, minor: cc % 10, built });
+        };
+        let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|source| DeviceError::ModuleLoad { arch, source })?;
+        let mut functions = HashMap::new();
+        for &name in kernel_abi::manifest::ENTRY_POINTS {
+            let f = module.load_function(name).map_err(|_| DeviceError::MissingKernel { arch, name: name.to_owned() })?;
+            functions.insert(name, f);
+        }
+        Ok(KernelModule { arch, functions })
+    }
+
+    /// The architecture of the loaded PTX.
+    pub fn arch(&self) -> u32 {
+        self.arch
+    }
+
+    /// The entry point `name` (every manifest name was resolved at load).
+    pub fn function(&self, name: &str) -> Result<&CudaFunction, DeviceError> {
+        self.functions.get(name).ok_or_else(|| DeviceError::MissingKernel { arch: self.arch, name: name.to_owned() })
+    }
+}

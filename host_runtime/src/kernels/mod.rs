@@ -1,0 +1,87 @@
+//! Typed launch wrappers: the only place kernels are launched.
+//!
+//! Each wrapper checks the shapes against the buffers' lengths (and the limits of the
+//! parameter types), builds the `kernel_abi` parameter struct, picks the launch geometry and
+//! launches on the [`Gpu`]'s stream. Errors name the kernel and the offending argument.
+
+mod elementwise;
+mod embedding;
+mod norm;
+mod rope;
+mod softmax;
+
+pub use elementwise::{cast, copy_bytes, gelu, gelu_in_place, silu_mul, Gelu, Rows};
+pub use embedding::embedding;
+pub use norm::{layer_norm, rms_norm, Residual};
+pub use rope::{rope, RopeShape, RopeStyle};
+pub use softmax::softmax;
+
+use crate::device::{DeviceError, Gpu};
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use kernel_abi::*;
+
+/// Parameter structs that may be passed to a kernel (all from `kernel_abi`).
+pub(crate) trait KernelParams: Copy {}
+impl KernelParams for CastParams {}
+impl KernelParams for CopyParams {}
+impl KernelParams for EmbeddingParams {}
+impl KernelParams for NormParams {}
+impl KernelParams for RopeParams {}
+impl KernelParams for GatedActParams {}
+impl KernelParams for UnaryParams {}
+impl KernelParams for SoftmaxParams {}
+
+/// The parameter struct as the launch's single by-value argument.
+#[repr(transparent)]
+struct Param<P>(P);
+// SAFETY: every `KernelParams` type is a `#[repr(C)]` struct of integers, floats and device
+// addresses with explicit padding, identical to the kernel's parameter (same crate).
+unsafe impl<P: KernelParams> DeviceRepr for Param<P> {}
+
+/// Threads per block for the grid-stride elementwise kernels.
+pub(crate) const ELEMENTWISE_THREADS: u32 = 256;
+
+/// Launches `name` with a 1-D grid.
+pub(crate) fn launch<P: KernelParams>(gpu: &Gpu, name: &str, grid: u32, block: u32, params: P) -> Result<(), DeviceError> {
+    let f = gpu.module().function(name)?;
+    let p = Param(params);
+    let cfg = LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+    let mut b = gpu.stream().launch_builder(f);
+    b.arg(&p);
+    // SAFETY: `p` matches the kernel's single parameter (see `Param`), and the caller checked
+    // that every address in it points to an allocation large enough for the shape it passes.
+    unsafe { b.launch(cfg) }.map_err(|e| DeviceError::driver("cuLaunchKernel", e))?;
+    Ok(())
+}
+
+/// Blocks for a grid-stride elementwise kernel over `n` elements: enough for 4 chunks of 8
+/// per thread, capped at 16 blocks per multiprocessor.
+pub(crate) fn elementwise_grid(gpu: &Gpu, n: usize) -> u32 {
+    let per_block = ELEMENTWISE_THREADS as usize * 8 * 4;
+    let cap = gpu.info().multiprocessors as usize * 16;
+    n.div_ceil(per_block).clamp(1, cap.max(1)) as u32
+}
+
+/// Threads for a one-block-per-row kernel whose row is `units` vector chunks, each thread
+/// keeping up to 4 in registers: a multiple of 32 between 32 and 1024.
+pub(crate) fn row_threads(units: usize) -> u32 {
+    (units.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32
+}
+
+/// Converts a size to the `u32` a parameter struct holds.
+pub(crate) fn to_u32(kernel: &'static str, what: &str, v: usize) -> Result<u32, DeviceError> {
+    u32::try_from(v).map_err(|_| DeviceError::invalid(kernel, format!("{what} = {v} exceeds the kernel limit of {}", u32::MAX)))
+}
+
+/// Checks that a buffer holds at least `need` elements.
+pub(crate) fn check_len(kernel: &'static str, what: &str, have: usize, need: usize) -> Result<(), DeviceError> {
+    if have < need {
+        return Err(DeviceError::invalid(kernel, format!("{what} holds {have} elements, the shape needs {need}")));
+    }
+    Ok(())
+}
+
+/// Entry-point name `<family>_<dtype>`.
+pub(crate) fn entry_name(family: &str, t: StorageType) -> String {
+    format!("{family}_{}", t.suffix())
+}
