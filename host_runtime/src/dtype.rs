@@ -17,11 +17,15 @@ pub trait DType: cudarc::driver::DeviceRepr + bytemuck::Pod + Default + Copy + S
     /// Relative tolerance for comparing a kernel's output with the f32 reference: a few
     /// units in the last place of this type.
     const REL_TOL: f32;
+    /// Absolute tolerance as a fraction of the largest reference magnitude: the error that
+    /// cancellation and subnormal flushing leave near zero.
+    const ABS_TOL: f32;
 }
 
 impl DType for f32 {
     const STORAGE: StorageType = StorageType::F32;
     const REL_TOL: f32 = 1e-5;
+    const ABS_TOL: f32 = 1e-6;
     fn to_f32(self) -> f32 {
         self
     }
@@ -33,6 +37,7 @@ impl DType for f32 {
 impl DType for half::f16 {
     const STORAGE: StorageType = StorageType::F16;
     const REL_TOL: f32 = 2e-3;
+    const ABS_TOL: f32 = 1e-3;
     fn to_f32(self) -> f32 {
         half::f16::to_f32(self)
     }
@@ -44,6 +49,7 @@ impl DType for half::f16 {
 impl DType for half::bf16 {
     const STORAGE: StorageType = StorageType::Bf16;
     const REL_TOL: f32 = 1.6e-2;
+    const ABS_TOL: f32 = 8e-3;
     fn to_f32(self) -> f32 {
         half::bf16::to_f32(self)
     }

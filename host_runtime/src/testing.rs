@@ -39,17 +39,16 @@ pub fn poison<T: DType>(n: usize) -> Vec<T> {
     vec![T::from_f32(f32::NAN); n]
 }
 
-/// Compares a kernel output with its reference: each element within
-/// `tol × (|want| + floor)`, where `floor` is `1e-3 × max|want|` (so values near zero,
-/// where cancellation leaves absolute error, do not demand relative accuracy). NaN in the
-/// output where the reference is finite always fails.
-pub fn assert_close<T: DType>(what: &str, got: &[T], want: &[f32], tol: f32) -> Result<(), String> {
+/// Compares a kernel output with its reference: each element must satisfy
+/// `|got - want| <= rel × |want| + T::ABS_TOL × max|want|` (the absolute part covers the
+/// error that cancellation and subnormal flushing leave near zero). NaN in the output where
+/// the reference is finite always fails: it marks an unwritten (poisoned) element.
+pub fn assert_close<T: DType>(what: &str, got: &[T], want: &[f32], rel: f32) -> Result<(), String> {
     if got.len() != want.len() {
         return Err(format!("{what}: {} elements, expected {}", got.len(), want.len()));
     }
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let floor = 1e-3 * scale + f32::MIN_POSITIVE;
-    let mut worst = (0usize, 0f32);
+    let scale = want.iter().filter(|v| v.is_finite()).fold(0f32, |m, v| m.max(v.abs()));
+    let abs = T::ABS_TOL * scale;
     for (i, (g, &w)) in got.iter().zip(want).enumerate() {
         let g = g.to_f32();
         if w.is_nan() {
@@ -58,14 +57,9 @@ pub fn assert_close<T: DType>(what: &str, got: &[T], want: &[f32], tol: f32) -> 
         if g.is_nan() {
             return Err(format!("{what}: element {i} is NaN (unwritten or invalid), expected {w}"));
         }
-        let err = (g - w).abs() / (w.abs() + floor);
-        if err > worst.1 {
-            worst = (i, err);
+        if (g - w).abs() > rel * w.abs() + abs {
+            return Err(format!("{what}: element {i} = {g} vs reference {w} (|error| {:.3e} > {rel:.1e} × |ref| + {abs:.3e}; {} elements)", (g - w).abs(), want.len()));
         }
-    }
-    if worst.1 > tol {
-        let i = worst.0;
-        return Err(format!("{what}: element {i} = {} vs reference {} (relative error {:.3e} > {tol:.1e}; {} elements)", got[i].to_f32(), want[i], worst.1, want.len()));
     }
     Ok(())
 }

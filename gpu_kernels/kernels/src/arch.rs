@@ -106,36 +106,28 @@ impl kernel_math::Transcendentals for Libdevice {
 #[derive(Clone, Copy, Default)]
 pub struct V4(pub [u32; 4]);
 
-/// 16-byte load from global memory.
+macro_rules! ld_asm {
+    ($p:expr, $nc:expr, $ins:literal, $ins_nc:literal, $($o:ident),+) => {{
+        // SAFETY: the caller guarantees an aligned, readable global address.
+        unsafe {
+            if $nc {
+                asm!($ins_nc, $(out(reg32) $o,)+ in(reg64) $p, options(nostack, readonly, preserves_flags));
+            } else {
+                asm!($ins, $(out(reg32) $o,)+ in(reg64) $p, options(nostack, readonly, preserves_flags));
+            }
+        }
+    }};
+}
+
+/// 16-byte load from global memory; `nc` uses the read-only path (for data that no thread
+/// of this launch writes: weights, tables).
 ///
 /// # Safety
 /// `p` is a 16-byte-aligned global address with 16 readable bytes.
 #[inline(always)]
-pub unsafe fn ld_v4(p: *const u8) -> V4 {
+pub unsafe fn ld_v4(p: *const u8, nc: bool) -> V4 {
     let (a, b, c, d): (u32, u32, u32, u32);
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!("ld.global.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];",
-            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg64) p,
-            options(nostack, readonly, preserves_flags));
-    }
-    V4([a, b, c, d])
-}
-
-/// 16-byte load through the read-only (non-coherent) path, for data no thread of this
-/// launch writes (weights, tables).
-///
-/// # Safety
-/// As [`ld_v4`], and nothing writes the bytes during the launch.
-#[inline(always)]
-pub unsafe fn ld_nc_v4(p: *const u8) -> V4 {
-    let (a, b, c, d): (u32, u32, u32, u32);
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!("ld.global.nc.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];",
-            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg64) p,
-            options(nostack, readonly, preserves_flags));
-    }
+    ld_asm!(p, nc, "ld.global.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];", "ld.global.nc.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];", a, b, c, d);
     V4([a, b, c, d])
 }
 
@@ -151,6 +143,60 @@ pub unsafe fn st_v4(p: *mut u8, v: V4) {
         asm!("st.global.v4.u32 [{0}], {{{1}, {2}, {3}, {4}}};",
             in(reg64) p, in(reg32) a, in(reg32) b, in(reg32) c, in(reg32) d,
             options(nostack, preserves_flags));
+    }
+}
+
+/// Loads `bytes` (4, 8, 16 or 32, a compile-time constant at every call) into words.
+///
+/// # Safety
+/// `p` is a global address aligned to `min(bytes, 16)` with `bytes` readable bytes.
+#[inline(always)]
+pub unsafe fn ld_words(p: *const u8, bytes: usize, nc: bool) -> [u32; 8] {
+    let mut w = [0u32; 8];
+    match bytes {
+        4 => {
+            let a: u32;
+            ld_asm!(p, nc, "ld.global.u32 {0}, [{1}];", "ld.global.nc.u32 {0}, [{1}];", a);
+            w[0] = a;
+        }
+        8 => {
+            let (a, b): (u32, u32);
+            ld_asm!(p, nc, "ld.global.v2.u32 {{{0}, {1}}}, [{2}];", "ld.global.nc.v2.u32 {{{0}, {1}}}, [{2}];", a, b);
+            w[0] = a;
+            w[1] = b;
+        }
+        _ => {
+            // SAFETY: per the caller (16 or 32 bytes, 16-byte aligned).
+            let lo = unsafe { ld_v4(p, nc) };
+            w[..4].copy_from_slice(&lo.0);
+            if bytes == 32 {
+                // SAFETY: as above.
+                let hi = unsafe { ld_v4(p.add(16), nc) };
+                w[4..].copy_from_slice(&hi.0);
+            }
+        }
+    }
+    w
+}
+
+/// Stores the first `bytes / 4` words (4, 8, 16 or 32 bytes, a compile-time constant).
+///
+/// # Safety
+/// `p` is a global address aligned to `min(bytes, 16)` with `bytes` writable bytes.
+#[inline(always)]
+pub unsafe fn st_words(p: *mut u8, bytes: usize, w: &[u32; 8]) {
+    // SAFETY (all arms): guaranteed by the caller.
+    unsafe {
+        match bytes {
+            4 => asm!("st.global.u32 [{0}], {1};", in(reg64) p, in(reg32) w[0], options(nostack, preserves_flags)),
+            8 => asm!("st.global.v2.u32 [{0}], {{{1}, {2}}};", in(reg64) p, in(reg32) w[0], in(reg32) w[1], options(nostack, preserves_flags)),
+            _ => {
+                st_v4(p, V4([w[0], w[1], w[2], w[3]]));
+                if bytes == 32 {
+                    st_v4(p.add(16), V4([w[4], w[5], w[6], w[7]]));
+                }
+            }
+        }
     }
 }
 

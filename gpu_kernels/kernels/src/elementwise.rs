@@ -22,36 +22,42 @@ fn grid_threads() -> usize {
     (arch::block_dim() * arch::grid_dim()) as usize
 }
 
-/// `out[i] = f(input[i])` for `i < n`, converting storage types.
+/// `out[i] = f(input[i])` for `i < n`, converting storage types, `W` elements per access
+/// (16 bytes on the wider side: 4 when either side is f32, else 8).
 #[inline(always)]
-unsafe fn map<I: Storage, O: Storage>(input: *const u8, out: *mut u8, n: usize, f: impl Fn(f32) -> f32) {
+unsafe fn map<I: Storage, O: Storage, const W: usize>(input: *const u8, out: *mut u8, n: usize, f: impl Fn(f32) -> f32) {
     let stride = grid_threads();
     let tid = global_thread();
-    let chunks = if aligned16(&[input as u64, out as u64]) { n / CHUNK } else { 0 };
+    let chunks = if aligned16(&[input as u64, out as u64]) { n / W } else { 0 };
     let mut c = tid;
     while c + (UNROLL - 1) * stride < chunks {
-        let mut v = [[0f32; CHUNK]; UNROLL];
+        let mut v = [[0f32; W]; UNROLL];
         unroll4!(|k| {
             // SAFETY: chunk in bounds (loop condition), tensors aligned (checked above).
-            v[k] = unsafe { I::load8(input, c + k * stride, false) };
+            v[k] = unsafe { load_w::<I, W>(input, c + k * stride, false) };
         });
         unroll4!(|k| {
             // SAFETY: as above.
-            unsafe { O::store8(out, c + k * stride, v[k].map(&f)) };
+            unsafe { store_w::<O, W>(out, c + k * stride, v[k].map(&f)) };
         });
         c += UNROLL * stride;
     }
     while c < chunks {
         // SAFETY: as above.
-        unsafe { O::store8(out, c, I::load8(input, c, false).map(&f)) };
+        unsafe { store_w::<O, W>(out, c, load_w::<I, W>(input, c, false).map(&f)) };
         c += stride;
     }
-    let mut i = chunks * CHUNK + tid;
+    let mut i = chunks * W + tid;
     while i < n {
         // SAFETY: `i < n`.
         unsafe { O::store(out, i, f(I::load(input, i))) };
         i += stride;
     }
+}
+
+/// Elements per access for a map from `I` to `O`: 16 bytes on the wider side.
+const fn width(i: usize, o: usize) -> usize {
+    if i == 4 || o == 4 { 4 } else { CHUNK }
 }
 
 /// Copies `n_bytes` (a multiple of 16, both addresses 16-byte aligned).
@@ -65,7 +71,7 @@ unsafe fn copy(p: CopyParams) {
         let mut v = [V4::default(); UNROLL];
         unroll4!(|k| {
             // SAFETY: in bounds by the loop condition; alignment is the host's contract.
-            v[k] = unsafe { arch::ld_nc_v4(src.add(16 * (c + k * stride))) };
+            v[k] = unsafe { arch::ld_v4(src.add(16 * (c + k * stride)), true) };
         });
         unroll4!(|k| {
             // SAFETY: as above.
@@ -75,7 +81,7 @@ unsafe fn copy(p: CopyParams) {
     }
     while c < n {
         // SAFETY: as above.
-        unsafe { arch::st_v4(dst.add(16 * c), arch::ld_nc_v4(src.add(16 * c))) };
+        unsafe { arch::st_v4(dst.add(16 * c), arch::ld_v4(src.add(16 * c), true)) };
         c += stride;
     }
 }
@@ -106,12 +112,12 @@ unsafe fn silu_mul_w<S: Storage, const W: usize>(p: &GatedActParams) {
 }
 
 #[inline(always)]
-unsafe fn silu_mul<S: Storage>(p: GatedActParams) {
+unsafe fn silu_mul<S: Storage, const W: usize>(p: GatedActParams) {
     let strides = (p.cols | p.gate_row_stride | p.up_row_stride | p.out_row_stride) as usize;
-    let vec = strides % CHUNK == 0 && aligned16(&[p.gate.0, p.up.0, p.out.0]);
-    // SAFETY: the vector path only when every row start is 16-byte aligned.
+    let vec = strides % W == 0 && aligned16(&[p.gate.0, p.up.0, p.out.0]);
+    // SAFETY: the vector path only when every row start is 16-byte aligned (W × size = 16).
     unsafe {
-        if vec { silu_mul_w::<S, CHUNK>(&p) } else { silu_mul_w::<S, 1>(&p) }
+        if vec { silu_mul_w::<S, W>(&p) } else { silu_mul_w::<S, 1>(&p) }
     }
 }
 
@@ -131,7 +137,7 @@ entry!(copy_bytes, CopyParams, |p| copy(p));
 
 macro_rules! cast_entry {
     ($name:ident, $i:ty, $o:ty) => {
-        entry!($name, CastParams, |p: CastParams| map::<$i, $o>(p.src.as_ptr(), p.dst.as_mut_ptr(), p.n as usize, |x| x));
+        entry!($name, CastParams, |p: CastParams| map::<$i, $o, { width(<$i>::SIZE, <$o>::SIZE) }>(p.src.as_ptr(), p.dst.as_mut_ptr(), p.n as usize, |x| x));
     };
 }
 cast_entry!(cast_f32_f16, F32, F16);
@@ -143,7 +149,7 @@ cast_entry!(cast_bf16_f16, Bf16, F16);
 
 macro_rules! unary_entry {
     ($name:ident, $t:ty, $f:path) => {
-        entry!($name, UnaryParams, |p: UnaryParams| map::<$t, $t>(p.input.as_ptr(), p.out.as_mut_ptr(), p.n as usize, $f));
+        entry!($name, UnaryParams, |p: UnaryParams| map::<$t, $t, { width(<$t>::SIZE, <$t>::SIZE) }>(p.input.as_ptr(), p.out.as_mut_ptr(), p.n as usize, $f));
     };
 }
 unary_entry!(gelu_tanh_f32, F32, act::gelu_tanh::<Libdevice>);
@@ -153,6 +159,6 @@ unary_entry!(gelu_erf_f32, F32, act::gelu_erf::<Libdevice>);
 unary_entry!(gelu_erf_f16, F16, act::gelu_erf::<Libdevice>);
 unary_entry!(gelu_erf_bf16, Bf16, act::gelu_erf::<Libdevice>);
 
-entry!(silu_mul_f32, GatedActParams, |p| silu_mul::<F32>(p));
-entry!(silu_mul_f16, GatedActParams, |p| silu_mul::<F16>(p));
-entry!(silu_mul_bf16, GatedActParams, |p| silu_mul::<Bf16>(p));
+entry!(silu_mul_f32, GatedActParams, |p| silu_mul::<F32, 4>(p));
+entry!(silu_mul_f16, GatedActParams, |p| silu_mul::<F16, CHUNK>(p));
+entry!(silu_mul_bf16, GatedActParams, |p| silu_mul::<Bf16, CHUNK>(p));

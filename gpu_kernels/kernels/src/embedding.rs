@@ -23,7 +23,7 @@ unsafe fn embedding<S: Storage>(p: EmbeddingParams) {
         while i < row_bytes / 16 {
             // SAFETY: chunk `i` of an in-range row; rows are 16-byte aligned here.
             unsafe {
-                let v = if valid { arch::ld_nc_v4(src.add(16 * i)) } else { arch::V4::default() };
+                let v = if valid { arch::ld_v4(src.add(16 * i), true) } else { arch::V4::default() };
                 arch::st_v4(dst.add(16 * i), v);
             }
             i += arch::block_dim() as usize;

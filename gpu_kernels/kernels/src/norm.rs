@@ -2,8 +2,9 @@
 //!
 //! Pass 1 forms `h = input (+ residual)` (rounded to the storage type, as an unfused add
 //! would store it), writes it to `residual_out` when asked, and reduces the row statistics;
-//! pass 2 normalises and scales. Rows of up to `CACHE × blockDim` chunks keep `h` in
-//! registers between the passes; longer rows re-read it.
+//! pass 2 normalises and scales. Both passes walk the row in tiles of `CACHE × blockDim`
+//! chunks, four loads in flight per thread; a row of one tile keeps `h` in registers
+//! between the passes, longer rows re-read it.
 
 use crate::arch::{self, unroll4};
 use crate::dtype::{aligned16, load_w, store_w, Bf16, Storage, CHUNK, F16, F32};
@@ -110,25 +111,24 @@ unsafe fn write_normed<S: Storage, const LAYER: bool, const W: usize>(row: &Row,
 unsafe fn norm_row<S: Storage, const LAYER: bool, const W: usize>(p: &NormParams, row: &Row) {
     let n = p.cols as usize / W;
     let (tid, bd) = (arch::thread_idx() as usize, arch::block_dim() as usize);
-    let cached = n <= CACHE * bd;
+    let tile = CACHE * bd;
     let mut cache = [[0f32; W]; CACHE];
     let mut st = Stats { sum_sq: 0.0, welford: Welford::default() };
     // SAFETY (this function): every chunk index used is `< n`, inside the row.
-    if cached {
+    let mut base = 0;
+    while base < n {
         unroll4!(|k| {
-            let c = tid + k * bd;
+            let c = base + tid + k * bd;
             if c < n {
                 cache[k] = unsafe { row.load_h::<S, W>(c) };
+            }
+        });
+        unroll4!(|k| {
+            if base + tid + k * bd < n {
                 st.add::<LAYER, W>(&cache[k]);
             }
         });
-    } else {
-        let mut c = tid;
-        while c < n {
-            let h = unsafe { row.load_h::<S, W>(c) };
-            st.add::<LAYER, W>(&h);
-            c += bd;
-        }
+        base += tile;
     }
     let (mean, inv) = if LAYER {
         let w = block_reduce(st.welford);
@@ -138,24 +138,29 @@ unsafe fn norm_row<S: Storage, const LAYER: bool, const W: usize>(p: &NormParams
         (0.0, rsqrt(s / p.cols as f32 + p.eps))
     };
     let stats = (mean, inv);
-    if cached {
+    let mut base = 0;
+    while base < n {
+        // A row of one tile is still in registers; longer rows re-read it.
+        if n > tile {
+            unroll4!(|k| {
+                let c = base + tid + k * bd;
+                if c < n {
+                    cache[k] = unsafe { row.reload_h::<S, W>(c) };
+                }
+            });
+        }
         unroll4!(|k| {
-            let c = tid + k * bd;
+            let c = base + tid + k * bd;
             if c < n {
                 unsafe { write_normed::<S, LAYER, W>(row, c, &cache[k], stats) };
             }
         });
-    } else {
-        let mut c = tid;
-        while c < n {
-            unsafe { write_normed::<S, LAYER, W>(row, c, &row.reload_h::<S, W>(c), stats) };
-            c += bd;
-        }
+        base += tile;
     }
 }
 
 #[inline(always)]
-unsafe fn norm<S: Storage, const LAYER: bool>(p: NormParams) {
+unsafe fn norm<S: Storage, const LAYER: bool, const W: usize>(p: NormParams) {
     let r = arch::block_idx() as usize;
     if r >= p.rows as usize {
         return;
@@ -170,18 +175,16 @@ unsafe fn norm<S: Storage, const LAYER: bool>(p: NormParams) {
         bias: p.bias.as_ptr(),
         out: at(p.out),
     };
-    let vec = p.cols as usize % CHUNK == 0
-        && aligned16(&[p.input.0, p.residual.0, p.residual_out.0, p.weight.0, p.bias.0, p.out.0])
-        && (p.cols as usize * S::SIZE) % 16 == 0;
-    // SAFETY: the vector path only when every row start is 16-byte aligned.
+    let vec = p.cols as usize % W == 0 && aligned16(&[p.input.0, p.residual.0, p.residual_out.0, p.weight.0, p.bias.0, p.out.0]);
+    // SAFETY: the vector path only when every row start is 16-byte aligned (W × size = 16).
     unsafe {
-        if vec { norm_row::<S, LAYER, CHUNK>(&p, &row) } else { norm_row::<S, LAYER, 1>(&p, &row) }
+        if vec { norm_row::<S, LAYER, W>(&p, &row) } else { norm_row::<S, LAYER, 1>(&p, &row) }
     }
 }
 
-entry!(rms_norm_f32, NormParams, |p| norm::<F32, false>(p));
-entry!(rms_norm_f16, NormParams, |p| norm::<F16, false>(p));
-entry!(rms_norm_bf16, NormParams, |p| norm::<Bf16, false>(p));
-entry!(layer_norm_f32, NormParams, |p| norm::<F32, true>(p));
-entry!(layer_norm_f16, NormParams, |p| norm::<F16, true>(p));
-entry!(layer_norm_bf16, NormParams, |p| norm::<Bf16, true>(p));
+entry!(rms_norm_f32, NormParams, |p| norm::<F32, false, 4>(p));
+entry!(rms_norm_f16, NormParams, |p| norm::<F16, false, CHUNK>(p));
+entry!(rms_norm_bf16, NormParams, |p| norm::<Bf16, false, CHUNK>(p));
+entry!(layer_norm_f32, NormParams, |p| norm::<F32, true, 4>(p));
+entry!(layer_norm_f16, NormParams, |p| norm::<F16, true, CHUNK>(p));
+entry!(layer_norm_bf16, NormParams, |p| norm::<Bf16, true, CHUNK>(p));

@@ -1,6 +1,7 @@
 //! Row softmax, one thread block per row: pass 1 reduces the running max and sum of
-//! exponentials (`OnlineSoftmax`), pass 2 writes `exp(x - max) / sum`. Rows of up to
-//! `CACHE × blockDim` chunks stay in registers between the passes.
+//! exponentials (`OnlineSoftmax`), pass 2 writes `exp(x - max) / sum`. Both passes walk the
+//! row in tiles of `CACHE × blockDim` chunks; a row of one tile stays in registers between
+//! the passes, longer rows are read again.
 
 use crate::arch::{self, unroll4, Libdevice};
 use crate::dtype::{aligned16, load_w, store_w, Bf16, Storage, CHUNK, F16, F32};
@@ -46,58 +47,63 @@ fn push_all<const W: usize>(st: &mut OnlineSoftmax, x: &[f32; W]) {
 unsafe fn softmax_row<S: Storage, const W: usize>(p: &SoftmaxParams, input: *const u8, out: *mut u8) {
     let n = p.cols as usize / W;
     let (tid, bd) = (arch::thread_idx() as usize, arch::block_dim() as usize);
-    let cached = n <= CACHE * bd;
+    let tile = CACHE * bd;
     let mut cache = [[0f32; W]; CACHE];
     let mut st = OnlineSoftmax::default();
     // SAFETY (this function): every chunk index used is `< n`, inside the row.
-    if cached {
+    let mut base = 0;
+    while base < n {
         unroll4!(|k| {
-            let c = tid + k * bd;
+            let c = base + tid + k * bd;
             if c < n {
                 cache[k] = unsafe { load_scaled::<S, W>(input, c, p.scale) };
+            }
+        });
+        unroll4!(|k| {
+            if base + tid + k * bd < n {
                 push_all(&mut st, &cache[k]);
             }
         });
-    } else {
-        let mut c = tid;
-        while c < n {
-            push_all(&mut st, &unsafe { load_scaled::<S, W>(input, c, p.scale) });
-            c += bd;
-        }
+        base += tile;
     }
     let st = block_reduce(st);
     let inv_sum = 1.0 / st.sum;
-    if cached {
+    let mut base = 0;
+    while base < n {
+        // A row of one tile is still in registers; longer rows re-read it.
+        if n > tile {
+            unroll4!(|k| {
+                let c = base + tid + k * bd;
+                if c < n {
+                    cache[k] = unsafe { load_scaled::<S, W>(input, c, p.scale) };
+                }
+            });
+        }
         unroll4!(|k| {
-            let c = tid + k * bd;
+            let c = base + tid + k * bd;
             if c < n {
                 unsafe { write_probs::<S, W>(out, c, &cache[k], st, inv_sum) };
             }
         });
-    } else {
-        let mut c = tid;
-        while c < n {
-            unsafe { write_probs::<S, W>(out, c, &load_scaled::<S, W>(input, c, p.scale), st, inv_sum) };
-            c += bd;
-        }
+        base += tile;
     }
 }
 
 #[inline(always)]
-unsafe fn softmax<S: Storage>(p: SoftmaxParams) {
+unsafe fn softmax<S: Storage, const W: usize>(p: SoftmaxParams) {
     let r = arch::block_idx() as usize;
     if r >= p.rows as usize {
         return;
     }
     let input = p.input.as_ptr::<u8>().wrapping_add(r * p.in_row_stride as usize * S::SIZE);
     let out = p.out.as_mut_ptr::<u8>().wrapping_add(r * p.out_row_stride as usize * S::SIZE);
-    let vec = (p.cols | p.in_row_stride | p.out_row_stride) as usize % CHUNK == 0 && aligned16(&[p.input.0, p.out.0]);
-    // SAFETY: the vector path only when every row start is 16-byte aligned.
+    let vec = (p.cols | p.in_row_stride | p.out_row_stride) as usize % W == 0 && aligned16(&[p.input.0, p.out.0]);
+    // SAFETY: the vector path only when every row start is 16-byte aligned (W × size = 16).
     unsafe {
-        if vec { softmax_row::<S, CHUNK>(&p, input, out) } else { softmax_row::<S, 1>(&p, input, out) }
+        if vec { softmax_row::<S, W>(&p, input, out) } else { softmax_row::<S, 1>(&p, input, out) }
     }
 }
 
-entry!(softmax_f32, SoftmaxParams, |p| softmax::<F32>(p));
-entry!(softmax_f16, SoftmaxParams, |p| softmax::<F16>(p));
-entry!(softmax_bf16, SoftmaxParams, |p| softmax::<Bf16>(p));
+entry!(softmax_f32, SoftmaxParams, |p| softmax::<F32, 4>(p));
+entry!(softmax_f16, SoftmaxParams, |p| softmax::<F16, CHUNK>(p));
+entry!(softmax_bf16, SoftmaxParams, |p| softmax::<Bf16, CHUNK>(p));

@@ -1,6 +1,6 @@
 //! Launch wrappers for RMSNorm and LayerNorm with the optional fused residual add.
 
-use super::{check_len, entry_name, launch, row_threads, to_u32};
+use super::{check_len, entry_name, launch, row_threads, row_units, to_u32};
 use crate::device::{DeviceBuffer, DeviceError, Gpu};
 use crate::dtype::DType;
 use kernel_abi::{DevPtr, NormParams};
@@ -63,8 +63,7 @@ fn norm<T: DType>(
         eps,
         _pad: 0,
     };
-    let units = if cols % 8 == 0 { cols / 8 } else { cols };
-    launch(gpu, &entry_name(kernel, T::STORAGE), p.rows, row_threads(units), p)
+    launch(gpu, &entry_name(kernel, T::STORAGE), p.rows, row_threads(row_units::<T>(cols)), p)
 }
 
 /// RMSNorm over rows of `cols`: `out = h / sqrt(mean(h²) + eps) * weight`, `h` the input

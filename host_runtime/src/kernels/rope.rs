@@ -33,8 +33,8 @@ pub struct RopeShape {
 /// [`crate::cpu::rope_inv_freq`] for the frequencies from θ).
 pub fn rope<T: DType>(gpu: &Gpu, q: &mut DeviceBuffer<T>, k: Option<&mut DeviceBuffer<T>>, positions: &DeviceBuffer<u32>, inv_freq: &DeviceBuffer<f32>, s: &RopeShape) -> Result<(), DeviceError> {
     const K: &str = "rope";
-    if s.rot_dim == 0 || s.rot_dim % 2 != 0 || s.rot_dim > s.head_dim {
-        return Err(DeviceError::invalid(K, format!("rot_dim {} must be even, > 0 and <= head_dim {}", s.rot_dim, s.head_dim)));
+    if s.rot_dim == 0 || s.rot_dim % 2 != 0 || s.rot_dim > s.head_dim || s.rot_dim > 2048 {
+        return Err(DeviceError::invalid(K, format!("rot_dim {} must be even, > 0, <= head_dim {} and <= 2048", s.rot_dim, s.head_dim)));
     }
     check_len(K, "positions", positions.len(), s.num_tokens)?;
     check_len(K, "inv_freq", inv_freq.len(), s.rot_dim / 2)?;
@@ -69,7 +69,10 @@ pub fn rope<T: DType>(gpu: &Gpu, q: &mut DeviceBuffer<T>, k: Option<&mut DeviceB
             RopeStyle::Gptj => rope_style::GPTJ,
         },
     };
-    let work = (s.num_q_heads + s.num_k_heads) * s.rot_dim / 2;
-    let threads = (work.div_ceil(32) * 32).clamp(32, 256) as u32;
+    // A thread owns one or two rotation pairs of every head it visits; a block covers whole
+    // heads (enough threads for the one-pair path), about 256 threads.
+    let per_head = s.rot_dim / 2;
+    let heads_per_block = (256 / per_head).clamp(1, (s.num_q_heads + s.num_k_heads).max(1));
+    let threads = ((per_head * heads_per_block).div_ceil(32) * 32).clamp(32, 1024) as u32;
     launch(gpu, &entry_name(K, T::STORAGE), p.num_tokens, threads, p)
 }

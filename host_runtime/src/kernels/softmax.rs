@@ -1,6 +1,6 @@
 //! Launch wrapper for row softmax.
 
-use super::{check_len, entry_name, launch, row_threads, to_u32};
+use super::{check_len, entry_name, launch, row_threads, row_units, to_u32};
 use crate::device::{DeviceBuffer, DeviceError, Gpu};
 use crate::dtype::DType;
 use kernel_abi::SoftmaxParams;
@@ -17,6 +17,5 @@ pub fn softmax<T: DType>(gpu: &Gpu, input: &DeviceBuffer<T>, out: &mut DeviceBuf
     check_len(K, "out", out.len(), input.len())?;
     let c = to_u32(K, "cols", cols)?;
     let p = SoftmaxParams { input: input.dev_ptr(gpu), out: out.dev_ptr(gpu), rows: to_u32(K, "rows", input.len() / cols)?, cols: c, in_row_stride: c, out_row_stride: c, scale, _pad: 0 };
-    let units = if cols % 8 == 0 { cols / 8 } else { cols };
-    launch(gpu, &entry_name(K, T::STORAGE), p.rows, row_threads(units), p)
+    launch(gpu, &entry_name(K, T::STORAGE), p.rows, row_threads(row_units::<T>(cols)), p)
 }
