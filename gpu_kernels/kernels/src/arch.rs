@@ -101,6 +101,16 @@ impl kernel_math::Transcendentals for Libdevice {
     }
 }
 
+/// `2^x` by the special-function unit (`ex2.approx.ftz`: about 2 ulp, subnormals flushed):
+/// for softmax, whose inputs are pre-scaled by log2(e).
+#[inline(always)]
+pub fn exp2_approx(x: f32) -> f32 {
+    let r: f32;
+    // SAFETY: register-only instruction.
+    unsafe { asm!("ex2.approx.ftz.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack, preserves_flags)) };
+    r
+}
+
 /// Sixteen bytes: the unit of vectorised global access.
 #[repr(C, align(16))]
 #[derive(Clone, Copy, Default)]

@@ -2,9 +2,8 @@
 //!
 //! Pass 1 forms `h = input (+ residual)` (rounded to the storage type, as an unfused add
 //! would store it), writes it to `residual_out` when asked, and reduces the row statistics;
-//! pass 2 normalises and scales. Both passes walk the row in tiles of `CACHE × blockDim`
-//! chunks, four loads in flight per thread; a row of one tile keeps `h` in registers
-//! between the passes, longer rows re-read it.
+//! pass 2 normalises and scales. Rows of up to `CACHE × blockDim` chunks keep `h` in
+//! registers between the passes; longer rows re-read it.
 
 use crate::arch::{self, unroll4};
 use crate::dtype::{aligned16, load_w, store_w, Bf16, Storage, CHUNK, F16, F32};
@@ -111,24 +110,25 @@ unsafe fn write_normed<S: Storage, const LAYER: bool, const W: usize>(row: &Row,
 unsafe fn norm_row<S: Storage, const LAYER: bool, const W: usize>(p: &NormParams, row: &Row) {
     let n = p.cols as usize / W;
     let (tid, bd) = (arch::thread_idx() as usize, arch::block_dim() as usize);
-    let tile = CACHE * bd;
+    let cached = n <= CACHE * bd;
     let mut cache = [[0f32; W]; CACHE];
     let mut st = Stats { sum_sq: 0.0, welford: Welford::default() };
     // SAFETY (this function): every chunk index used is `< n`, inside the row.
-    let mut base = 0;
-    while base < n {
+    if cached {
         unroll4!(|k| {
-            let c = base + tid + k * bd;
+            let c = tid + k * bd;
             if c < n {
                 cache[k] = unsafe { row.load_h::<S, W>(c) };
-            }
-        });
-        unroll4!(|k| {
-            if base + tid + k * bd < n {
                 st.add::<LAYER, W>(&cache[k]);
             }
         });
-        base += tile;
+    } else {
+        let mut c = tid;
+        while c < n {
+            let h = unsafe { row.load_h::<S, W>(c) };
+            st.add::<LAYER, W>(&h);
+            c += bd;
+        }
     }
     let (mean, inv) = if LAYER {
         let w = block_reduce(st.welford);
@@ -138,24 +138,19 @@ unsafe fn norm_row<S: Storage, const LAYER: bool, const W: usize>(p: &NormParams
         (0.0, rsqrt(s / p.cols as f32 + p.eps))
     };
     let stats = (mean, inv);
-    let mut base = 0;
-    while base < n {
-        // A row of one tile is still in registers; longer rows re-read it.
-        if n > tile {
-            unroll4!(|k| {
-                let c = base + tid + k * bd;
-                if c < n {
-                    cache[k] = unsafe { row.reload_h::<S, W>(c) };
-                }
-            });
-        }
+    if cached {
         unroll4!(|k| {
-            let c = base + tid + k * bd;
+            let c = tid + k * bd;
             if c < n {
                 unsafe { write_normed::<S, LAYER, W>(row, c, &cache[k], stats) };
             }
         });
-        base += tile;
+    } else {
+        let mut c = tid;
+        while c < n {
+            unsafe { write_normed::<S, LAYER, W>(row, c, &row.reload_h::<S, W>(c), stats) };
+            c += bd;
+        }
     }
 }
 

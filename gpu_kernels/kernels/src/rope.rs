@@ -58,6 +58,11 @@ unsafe fn rope_token<S: Storage, const V: usize, const TWO_V: usize>(p: &RopePar
                 }
                 store_w::<S, V>(hp, g, ya);
                 store_w::<S, V>(hp.add(half * S::SIZE), g, yb);
+            } else if V == 1 {
+                // Scalar path: the pair may not be 2-element aligned.
+                let (ya, yb) = rotate(S::load(hp, 2 * g), S::load(hp, 2 * g + 1), cs[0].0, cs[0].1);
+                S::store(hp, 2 * g, ya);
+                S::store(hp, 2 * g + 1, yb);
             } else {
                 let x = load_w::<S, TWO_V>(hp, g, false);
                 let mut y = [0f32; TWO_V];

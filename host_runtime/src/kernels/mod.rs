@@ -62,11 +62,10 @@ pub(crate) fn elementwise_grid(gpu: &Gpu, n: usize) -> u32 {
     n.div_ceil(per_block).clamp(1, cap.max(1)) as u32
 }
 
-/// Threads for a one-block-per-row kernel whose row is `units` chunks, each thread taking
-/// 4 chunks per tile: a multiple of 32 between 32 and 256 (small blocks, several resident
-/// per multiprocessor, so one block's reduction overlaps another's loads).
+/// Threads for a one-block-per-row kernel whose row is `units` chunks, each thread keeping
+/// up to 4 in registers: a multiple of 32 between 32 and 1024 (longer rows re-read).
 pub(crate) fn row_threads(units: usize) -> u32 {
-    (units.div_ceil(4).div_ceil(32) * 32).clamp(32, 256) as u32
+    (units.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32
 }
 
 /// Chunks in a row of `cols` elements of `T`: 16-byte vectors when the row divides into
