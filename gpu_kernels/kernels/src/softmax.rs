@@ -3,17 +3,17 @@
 //! The kernel works in base 2: inputs are scaled by `scale × log2(e)`, so every
 //! exponential is one `ex2.approx` (the softmax value is unchanged). Pass 1 keeps a running
 //! (max, sum of 2^(x − max)) per thread, updated once per chunk, and reduces it over the
-//! block; pass 2 writes `2^(x − max) / sum`. Rows of up to `CACHE × blockDim` chunks stay
-//! in registers between the passes; longer rows are read again.
+//! block; pass 2 writes `2^(x − max) / sum`. Rows of up to `CACHE × blockDim` 16-byte
+//! chunks stay in registers (as raw words) between the passes; longer rows are read again.
 
 use crate::arch::{self, exp2_approx, unroll4};
-use crate::dtype::{aligned16, load_w, store_w, Bf16, Storage, CHUNK, F16, F32};
+use crate::dtype::{aligned16, store_w, Bf16, Storage, CHUNK, F16, F32};
 use crate::elementwise::entry;
 use crate::reduce::{block_reduce, Mergeable};
 use kernel_abi::SoftmaxParams;
 
-/// Chunks per thread kept in registers (the `unroll4!` count).
-const CACHE: usize = 4;
+/// 16-byte chunks per thread kept in registers (two `unroll4!`s).
+const CACHE: usize = 8;
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 
 /// Running maximum and sum of `2^(x - max)`.
@@ -69,13 +69,21 @@ impl Stats2 {
     }
 }
 
-/// Chunk `c` of the row, scaled into the base-2 domain.
+/// Raw 16-byte chunk `c` of the row (its words), the form kept in registers: half the
+/// registers of decoded f32 for 16-bit types.
 #[inline(always)]
-unsafe fn load_scaled<S: Storage, const W: usize>(input: *const u8, c: usize, scale2: f32) -> [f32; W] {
-    // SAFETY: `c` is inside the row (caller).
-    let mut x = unsafe { load_w::<S, W>(input, c, false) };
-    for v in x.iter_mut() {
-        *v *= scale2;
+unsafe fn load_raw(input: *const u8, c: usize) -> [u32; 4] {
+    // SAFETY: `c` is inside the row and the row is 16-byte aligned (caller).
+    unsafe { arch::ld_v4(input.add(16 * c), false).0 }
+}
+
+/// Decodes a raw chunk and scales it into the base-2 domain.
+#[inline(always)]
+fn decode_scaled<S: Storage, const W: usize>(raw4: &[u32; 4], scale2: f32) -> [f32; W] {
+    let raw = [raw4[0], raw4[1], raw4[2], raw4[3], 0, 0, 0, 0];
+    let mut x = [0f32; W];
+    for (k, v) in x.iter_mut().enumerate() {
+        *v = S::decode(&raw, k) * scale2;
     }
     x
 }
@@ -91,45 +99,89 @@ unsafe fn write_probs<S: Storage, const W: usize>(out: *mut u8, c: usize, x: &[f
     unsafe { store_w::<S, W>(out, c, y) };
 }
 
+/// The vector path: `W` elements make 16 bytes; rows of up to `CACHE × blockDim` chunks
+/// stay in registers as raw words.
 #[inline(always)]
-unsafe fn softmax_row<S: Storage, const W: usize>(p: &SoftmaxParams, input: *const u8, out: *mut u8) {
+unsafe fn softmax_row_vec<S: Storage, const W: usize>(p: &SoftmaxParams, input: *const u8, out: *mut u8) {
     let n = p.cols as usize / W;
     let (tid, bd) = (arch::thread_idx() as usize, arch::block_dim() as usize);
     let scale2 = p.scale * LOG2_E;
-    let cached = n <= CACHE * bd;
-    let mut cache = [[0f32; W]; CACHE];
     let mut st = Stats2::IDENTITY;
     // SAFETY (this function): every chunk index used is `< n`, inside the row.
-    if cached {
+    if n <= CACHE * bd {
+        let mut cache = [[0u32; 4]; CACHE];
         unroll4!(|k| {
             let c = tid + k * bd;
             if c < n {
-                cache[k] = unsafe { load_scaled::<S, W>(input, c, scale2) };
-                st.push(&cache[k]);
+                cache[k] = unsafe { load_raw(input, c) };
+            }
+        });
+        unroll4!(|k| {
+            let c = tid + (k + 4) * bd;
+            if c < n {
+                cache[k + 4] = unsafe { load_raw(input, c) };
+            }
+        });
+        unroll4!(|k| {
+            if tid + k * bd < n {
+                st.push(&decode_scaled::<S, W>(&cache[k], scale2));
+            }
+        });
+        unroll4!(|k| {
+            if tid + (k + 4) * bd < n {
+                st.push(&decode_scaled::<S, W>(&cache[k + 4], scale2));
+            }
+        });
+        let st = block_reduce(st);
+        let inv_sum = 1.0 / st.sum;
+        unroll4!(|k| {
+            let c = tid + k * bd;
+            if c < n {
+                unsafe { write_probs::<S, W>(out, c, &decode_scaled::<S, W>(&cache[k], scale2), st, inv_sum) };
+            }
+        });
+        unroll4!(|k| {
+            let c = tid + (k + 4) * bd;
+            if c < n {
+                unsafe { write_probs::<S, W>(out, c, &decode_scaled::<S, W>(&cache[k + 4], scale2), st, inv_sum) };
             }
         });
     } else {
         let mut c = tid;
         while c < n {
-            st.push(&unsafe { load_scaled::<S, W>(input, c, scale2) });
+            st.push(&decode_scaled::<S, W>(&unsafe { load_raw(input, c) }, scale2));
+            c += bd;
+        }
+        let st = block_reduce(st);
+        let inv_sum = 1.0 / st.sum;
+        let mut c = tid;
+        while c < n {
+            unsafe { write_probs::<S, W>(out, c, &decode_scaled::<S, W>(&load_raw(input, c), scale2), st, inv_sum) };
             c += bd;
         }
     }
+}
+
+/// The scalar path (odd lengths or misaligned rows): two passes over global memory.
+#[inline(always)]
+unsafe fn softmax_row_scalar<S: Storage>(p: &SoftmaxParams, input: *const u8, out: *mut u8) {
+    let n = p.cols as usize;
+    let (tid, bd) = (arch::thread_idx() as usize, arch::block_dim() as usize);
+    let scale2 = p.scale * LOG2_E;
+    let mut st = Stats2::IDENTITY;
+    let mut i = tid;
+    while i < n {
+        // SAFETY: `i < cols`, inside the row.
+        st.push(&[unsafe { S::load(input, i) } * scale2]);
+        i += bd;
+    }
     let st = block_reduce(st);
     let inv_sum = 1.0 / st.sum;
-    if cached {
-        unroll4!(|k| {
-            let c = tid + k * bd;
-            if c < n {
-                unsafe { write_probs::<S, W>(out, c, &cache[k], st, inv_sum) };
-            }
-        });
-    } else {
-        let mut c = tid;
-        while c < n {
-            unsafe { write_probs::<S, W>(out, c, &load_scaled::<S, W>(input, c, scale2), st, inv_sum) };
-            c += bd;
-        }
+    let mut i = tid;
+    while i < n {
+        // SAFETY: as above.
+        unsafe { S::store(out, i, exp2_approx(S::load(input, i) * scale2 - st.max) * inv_sum) };
+        i += bd;
     }
 }
 
@@ -144,7 +196,7 @@ unsafe fn softmax<S: Storage, const W: usize>(p: SoftmaxParams) {
     let vec = (p.cols | p.in_row_stride | p.out_row_stride) as usize % W == 0 && aligned16(&[p.input.0, p.out.0]);
     // SAFETY: the vector path only when every row start is 16-byte aligned (W × size = 16).
     unsafe {
-        if vec { softmax_row::<S, W>(&p, input, out) } else { softmax_row::<S, 1>(&p, input, out) }
+        if vec { softmax_row_vec::<S, W>(&p, input, out) } else { softmax_row_scalar::<S>(&p, input, out) }
     }
 }
 

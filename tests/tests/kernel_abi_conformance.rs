@@ -1,0 +1,58 @@
+//! The host's parameter structs and the built PTX agree: every manifest entry point exists
+//! and takes exactly one by-value parameter of the struct's size. Runs on any machine where
+//! `cargo xtask build-kernels` has run (CI runs it first); says so when there is no PTX.
+
+use integration_tests::{built_ptx, entry_param_sizes};
+use kernel_abi::*;
+
+/// The parameter struct size each entry-point family takes.
+fn expected_size(entry: &str) -> usize {
+    let family = entry.rsplit_once('_').map_or(entry, |(f, _)| f);
+    match family {
+        "copy" => size_of::<CopyParams>(),
+        f if f.starts_with("cast") => size_of::<CastParams>(),
+        "embedding" => size_of::<EmbeddingParams>(),
+        "rms_norm" | "layer_norm" => size_of::<NormParams>(),
+        "rope" => size_of::<RopeParams>(),
+        "silu_mul" => size_of::<GatedActParams>(),
+        "gelu_tanh" | "gelu_erf" => size_of::<UnaryParams>(),
+        "softmax" => size_of::<SoftmaxParams>(),
+        other => panic!("entry point {entry}: family {other} has no expected parameter struct in this test; add it"),
+    }
+}
+
+#[test]
+fn parameter_structs_have_no_implicit_padding() {
+    // Explicit `_pad` fields make the sizes sums of their fields.
+    assert_eq!(size_of::<CastParams>(), 24);
+    assert_eq!(size_of::<CopyParams>(), 24);
+    assert_eq!(size_of::<EmbeddingParams>(), 3 * 8 + 4 * 4);
+    assert_eq!(size_of::<NormParams>(), 6 * 8 + 4 * 4);
+    assert_eq!(size_of::<RopeParams>(), 4 * 8 + 8 * 4);
+    assert_eq!(size_of::<GatedActParams>(), 3 * 8 + 6 * 4);
+    assert_eq!(size_of::<UnaryParams>(), 24);
+    assert_eq!(size_of::<SoftmaxParams>(), 2 * 8 + 6 * 4);
+}
+
+#[test]
+fn built_ptx_matches_the_host_abi() {
+    let built = built_ptx();
+    if built.is_empty() {
+        println!("skipped: no PTX under target/ptx (run `cargo xtask build-kernels`)");
+        return;
+    }
+    for (arch, ptx) in built {
+        let entries = entry_param_sizes(&ptx);
+        for name in kernel_abi::manifest::ENTRY_POINTS {
+            let (_, sizes) = entries.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{arch}: entry point {name} missing from the PTX"));
+            assert_eq!(sizes, &vec![expected_size(name)], "{arch}: {name} parameters {sizes:?}");
+        }
+        assert_eq!(entries.len(), kernel_abi::manifest::ENTRY_POINTS.len(), "{arch}: PTX exports entry points not in the manifest");
+    }
+}
+
+#[test]
+fn ptx_parameter_parser_reads_declarations() {
+    let ptx = ".visible .entry k(\n\t.param .align 8 .b8 k_param_0[64]\n)\n{\n}\n.visible .entry j(\n\t.param .u64 j_param_0,\n\t.param .u32 j_param_1\n)\n";
+    assert_eq!(entry_param_sizes(ptx), vec![("k".to_owned(), vec![64]), ("j".to_owned(), vec![8, 4])]);
+}
