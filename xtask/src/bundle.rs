@@ -31,6 +31,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max
 for t in "$here"/bin/test-*; do
   echo "== $(basename "$t")"
   INFLIGHT_REQUIRE_GPU=1 "$t" || rc=1
+  # The oldest embedded PTX too, JIT-compiled for this GPU.
+  echo "== $(basename "$t") with INFLIGHT_PTX_ARCH=80"
+  INFLIGHT_REQUIRE_GPU=1 INFLIGHT_PTX_ARCH=80 "$t" || rc=1
 done
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== inflight-kernel-bench"

@@ -15,9 +15,10 @@ pub fn embedded_arches() -> Vec<u32> {
 }
 
 /// The newest embedded PTX that runs on compute capability `cc` (PTX for sm_X runs on any
-/// device of capability ≥ X).
-fn select_ptx(cc: u32) -> Option<(u32, &'static str)> {
-    EMBEDDED_PTX.iter().filter(|(a, _)| *a <= cc).max_by_key(|(a, _)| *a).copied()
+/// device of capability ≥ X), or exactly `forced` when given (`INFLIGHT_PTX_ARCH`, used to
+/// test older PTX on a newer GPU).
+fn select_ptx(cc: u32, forced: Option<u32>) -> Option<(u32, &'static str)> {
+    EMBEDDED_PTX.iter().filter(|(a, _)| *a <= cc && forced.is_none_or(|f| f == *a)).max_by_key(|(a, _)| *a).copied()
 }
 
 /// Loaded kernels by entry-point name.
@@ -31,7 +32,8 @@ impl KernelModule {
         if EMBEDDED_PTX.is_empty() {
             return Err(DeviceError::KernelsNotBuilt);
         }
-        let Some((arch, ptx)) = select_ptx(cc).filter(|_| cc >= 80) else {
+        let forced = std::env::var("INFLIGHT_PTX_ARCH").ok().and_then(|v| v.trim_start_matches("sm_").parse().ok());
+        let Some((arch, ptx)) = select_ptx(cc, forced).filter(|_| cc >= 80) else {
             let built = embedded_arches().iter().map(|a| format!("sm_{a}")).collect::<Vec<_>>().join(", ");
             return Err(DeviceError::UnsupportedArch { name: device_name.to_owned(), major: cc / 10, minor: cc % 10, built });
         };
