@@ -113,11 +113,11 @@ unsafe fn norm_row<S: Storage, const LAYER: bool, const W: usize>(p: &NormParams
     let cached = n <= CACHE * bd;
     let mut cache = [[0f32; W]; CACHE];
     let mut st = Stats { sum_sq: 0.0, welford: Welford::default() };
-    // SAFETY (this function): every chunk index used is `< n`, inside the row.
     if cached {
         unroll4!(|k| {
             let c = tid + k * bd;
             if c < n {
+                // SAFETY: the chunk index is below n, inside the row.
                 cache[k] = unsafe { row.load_h::<S, W>(c) };
                 st.add::<LAYER, W>(&cache[k]);
             }
@@ -125,6 +125,7 @@ unsafe fn norm_row<S: Storage, const LAYER: bool, const W: usize>(p: &NormParams
     } else {
         let mut c = tid;
         while c < n {
+            // SAFETY: the chunk index is below n, inside the row.
             let h = unsafe { row.load_h::<S, W>(c) };
             st.add::<LAYER, W>(&h);
             c += bd;
@@ -142,12 +143,14 @@ unsafe fn norm_row<S: Storage, const LAYER: bool, const W: usize>(p: &NormParams
         unroll4!(|k| {
             let c = tid + k * bd;
             if c < n {
+                // SAFETY: the chunk index is below n, inside the row.
                 unsafe { write_normed::<S, LAYER, W>(row, c, &cache[k], stats) };
             }
         });
     } else {
         let mut c = tid;
         while c < n {
+            // SAFETY: the chunk index is below n, inside the row.
             unsafe { write_normed::<S, LAYER, W>(row, c, &row.reload_h::<S, W>(c), stats) };
             c += bd;
         }

@@ -107,18 +107,19 @@ unsafe fn softmax_row_vec<S: Storage, const W: usize>(p: &SoftmaxParams, input: 
     let (tid, bd) = (arch::thread_idx() as usize, arch::block_dim() as usize);
     let scale2 = p.scale * LOG2_E;
     let mut st = Stats2::IDENTITY;
-    // SAFETY (this function): every chunk index used is `< n`, inside the row.
     if n <= CACHE * bd {
         let mut cache = [[0u32; 4]; CACHE];
         unroll4!(|k| {
             let c = tid + k * bd;
             if c < n {
+                // SAFETY: the chunk index is below n, inside the row.
                 cache[k] = unsafe { load_raw(input, c) };
             }
         });
         unroll4!(|k| {
             let c = tid + (k + 4) * bd;
             if c < n {
+                // SAFETY: the chunk index is below n, inside the row.
                 cache[k + 4] = unsafe { load_raw(input, c) };
             }
         });
@@ -137,18 +138,21 @@ unsafe fn softmax_row_vec<S: Storage, const W: usize>(p: &SoftmaxParams, input: 
         unroll4!(|k| {
             let c = tid + k * bd;
             if c < n {
+                // SAFETY: the chunk index is below n, inside the row.
                 unsafe { write_probs::<S, W>(out, c, &decode_scaled::<S, W>(&cache[k], scale2), st, inv_sum) };
             }
         });
         unroll4!(|k| {
             let c = tid + (k + 4) * bd;
             if c < n {
+                // SAFETY: the chunk index is below n, inside the row.
                 unsafe { write_probs::<S, W>(out, c, &decode_scaled::<S, W>(&cache[k + 4], scale2), st, inv_sum) };
             }
         });
     } else {
         let mut c = tid;
         while c < n {
+            // SAFETY: the chunk index is below n, inside the row.
             st.push(&decode_scaled::<S, W>(&unsafe { load_raw(input, c) }, scale2));
             c += bd;
         }
@@ -156,6 +160,7 @@ unsafe fn softmax_row_vec<S: Storage, const W: usize>(p: &SoftmaxParams, input: 
         let inv_sum = 1.0 / st.sum;
         let mut c = tid;
         while c < n {
+            // SAFETY: the chunk index is below n, inside the row.
             unsafe { write_probs::<S, W>(out, c, &decode_scaled::<S, W>(&load_raw(input, c), scale2), st, inv_sum) };
             c += bd;
         }
