@@ -1,3 +1,8 @@
 //! Model definitions (one per architecture, whatever the weight format) and checkpoint
 //! loading. The LLaMA family, Qwen2 and GPT-2 land with the models issue; this crate exists
 //! now so that the workspace shows the architecture.
+
+pub mod arch;
+pub mod config;
+pub mod fetch;
+pub mod generate;

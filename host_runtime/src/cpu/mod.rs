@@ -1,8 +1,10 @@
 //! The CPU reference backend: operators in f32 math (f64 where a reduction needs it), the
-//! reference every GPU kernel is checked against and, later, the backend used when there is
-//! no GPU. Storage rounding is explicit: an operator that stores an intermediate in the
-//! tensor dtype takes the rounding function `round` for it.
+//! reference every GPU kernel is checked against and the backend used when there is no GPU.
+//! Storage rounding is explicit: an operator that stores an intermediate in the tensor
+//! dtype takes the rounding function `round` for it.
 
+mod matmul;
 mod ops;
 
+pub use matmul::{dot, matmul_nt};
 pub use ops::*;

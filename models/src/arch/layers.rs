@@ -1,0 +1,103 @@
+//! Building blocks of the CPU forward pass: linear layers (the pluggable weight format),
+//! the per-sequence KV cache and causal attention over it.
+
+use host_runtime::cpu;
+use rayon::prelude::*;
+
+/// Weight storage of a linear layer. Only f32 today; quantised formats (Q8_0, Q4) plug in
+/// here with their own matmul.
+#[derive(Clone, Debug)]
+pub enum WeightData {
+    F32(Vec<f32>),
+}
+
+/// `y = x · Wᵀ + b` with `W` of shape `[out, inp]`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub out: usize,
+    pub inp: usize,
+    pub weight: WeightData,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn new(out: usize, inp: usize, w: Vec<f32>, bias: Option<Vec<f32>>) -> Self {
+        assert_eq!(w.len(), out * inp, "Linear weight is not [out, inp]");
+        Linear { out, inp, weight: WeightData::F32(w), bias }
+    }
+
+    /// Applies the layer to `m` rows of `x`.
+    pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+        match &self.weight {
+            WeightData::F32(w) => cpu::matmul_nt(x, w, self.bias.as_deref(), m, self.inp, self.out),
+        }
+    }
+}
+
+/// Keys and values of one sequence, every layer, contiguous `[position][kv_head][head_dim]`.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+    /// Positions already stored.
+    pub len: usize,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        KvCache { k: vec![Vec::new(); layers], v: vec![Vec::new(); layers], len: 0 }
+    }
+}
+
+/// Shape of attention heads.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Causal attention of `t` new queries (`q` `[t, heads, d]`, positions `start..start+t`)
+/// over a cache holding positions `0..start+t` (`k`, `v` `[pos, kv_heads, d]`). Returns
+/// `[t, heads, d]`.
+pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], start: usize, t: usize, s: HeadShape) -> Vec<f32> {
+    let d = s.head_dim;
+    let group = s.heads / s.kv_heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let per_head: Vec<Vec<f32>> = (0..s.heads)
+        .into_par_iter()
+        .map(|h| {
+            let kvh = h / group;
+            let mut out = vec![0f32; t * d];
+            let mut scores = Vec::with_capacity(start + t);
+            for i in 0..t {
+                let qi = &q[(i * s.heads + h) * d..][..d];
+                let n = start + i + 1;
+                scores.clear();
+                scores.extend((0..n).map(|j| cpu::dot(qi, &k[(j * s.kv_heads + kvh) * d..][..d]) * scale));
+                let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    sum += *sc;
+                }
+                let o = &mut out[i * d..(i + 1) * d];
+                for (j, w) in scores.iter().enumerate() {
+                    let vj = &v[(j * s.kv_heads + kvh) * d..][..d];
+                    let w = w / sum;
+                    for (oe, ve) in o.iter_mut().zip(vj) {
+                        *oe += w * ve;
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    let mut out = vec![0f32; t * s.heads * d];
+    for (h, ph) in per_head.iter().enumerate() {
+        for i in 0..t {
+            out[(i * s.heads + h) * d..][..d].copy_from_slice(&ph[i * d..(i + 1) * d]);
+        }
+    }
+    out
+}
