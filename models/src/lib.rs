@@ -6,3 +6,5 @@ pub mod arch;
 pub mod config;
 pub mod fetch;
 pub mod generate;
+pub mod error;
+pub mod hf;
