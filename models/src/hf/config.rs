@@ -58,20 +58,29 @@ pub fn config_from_json(text: &str, file: &Path) -> Result<ModelConfig, LoadErro
     if heads == 0 {
         return Err(LoadError::invalid(file, "num_attention_heads", "must be > 0"));
     }
-    let rope_scaling = match f.get("rope_scaling") {
+    // transformers ≥ 5 writes `rope_parameters` (theta inside); older files `rope_theta` and
+    // `rope_scaling`.
+    let (rope_theta, rope) = match f.get("rope_parameters") {
+        Some(rp) => (Fields { v: rp, file }.f32_or("rope_theta", 10_000.0)?, Some(("rope_parameters", rp))),
+        None => (f.f32_or("rope_theta", 10_000.0)?, f.get("rope_scaling").map(|rs| ("rope_scaling", rs))),
+    };
+    let rope_scaling = match rope {
         None => None,
-        Some(rs) => {
-            let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(Value::as_str).unwrap_or("");
-            if kind != "llama3" {
-                return Err(LoadError::unsupported(file, "rope_scaling.rope_type", format!("{kind:?} (supported: llama3)")));
+        Some((key, rs)) => {
+            let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(Value::as_str).unwrap_or("default");
+            match kind {
+                "default" => None,
+                "llama3" => {
+                    let s = Fields { v: rs, file };
+                    Some(Llama3RopeScaling {
+                        factor: s.f32_or("factor", 8.0)?,
+                        low_freq_factor: s.f32_or("low_freq_factor", 1.0)?,
+                        high_freq_factor: s.f32_or("high_freq_factor", 4.0)?,
+                        original_max_position: s.usize_or("original_max_position_embeddings", 8192)? as f32,
+                    })
+                }
+                other => return Err(LoadError::unsupported(file, format!("{key}.rope_type"), format!("{other:?} (supported: default, llama3)"))),
             }
-            let s = Fields { v: rs, file };
-            Some(Llama3RopeScaling {
-                factor: s.f32_or("factor", 8.0)?,
-                low_freq_factor: s.f32_or("low_freq_factor", 1.0)?,
-                high_freq_factor: s.f32_or("high_freq_factor", 4.0)?,
-                original_max_position: s.usize_or("original_max_position_embeddings", 8192)? as f32,
-            })
         }
     };
     if f.bool_or("mlp_bias", false)? {
@@ -86,7 +95,7 @@ pub fn config_from_json(text: &str, file: &Path) -> Result<ModelConfig, LoadErro
         heads,
         kv_heads: f.usize_or("num_key_value_heads", heads)?,
         head_dim: f.usize_or("head_dim", hidden / heads)?,
-        rope_theta: f.f32_or("rope_theta", 10_000.0)?,
+        rope_theta,
         rope_layout: RopeLayout::Neox,
         rope_scaling,
         rms_eps: f.f32_or("rms_norm_eps", 1e-6)?,
