@@ -6,5 +6,5 @@
 mod matmul;
 mod ops;
 
-pub use matmul::{dot, matmul_nt};
+pub use matmul::{dot, matmul_nt, matmul_nt_rows, WeightRows};
 pub use ops::*;
