@@ -75,7 +75,7 @@ impl GgmlType {
             GgmlType::Q5_0 => 2 + 4 + 16,
             GgmlType::Q5_1 => 2 + 2 + 4 + 16,
             GgmlType::Q8_0 => 2 + 32,
-            GgmlType::Q8_1 => 4 + 4 + 32,
+            GgmlType::Q8_1 => 2 + 2 + 32,
             GgmlType::Q2K => 256 / 16 + 256 / 4 + 2 + 2,
             GgmlType::Q3K => 256 / 8 + 256 / 4 + 12 + 2,
             GgmlType::Q4K => 2 + 2 + 12 + 256 / 2,
@@ -89,7 +89,7 @@ impl GgmlType {
     /// size overflows.
     pub const fn bytes_for(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.type_size() as u64)
