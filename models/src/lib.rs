@@ -8,3 +8,9 @@ pub mod fetch;
 pub mod generate;
 pub mod error;
 pub mod hf;
+pub mod gguf;
+pub mod tokenizer;
+pub mod load;
+pub mod llm;
+
+pub use llm::{Completion, Llm, LlmError};

@@ -4,11 +4,27 @@
 use host_runtime::cpu;
 use rayon::prelude::*;
 
-/// Weight storage of a linear layer. Only f32 today; quantised formats (Q8_0, Q4) plug in
-/// here with their own matmul.
+/// Weight storage of a linear layer: f32, or a GGML block format kept as loaded (rows are
+/// decoded on the fly inside the matmul, so the bytes read per token are the file's).
 #[derive(Clone, Debug)]
 pub enum WeightData {
     F32(Vec<f32>),
+    Ggml { ty: quant::GgmlType, bytes: Vec<u8> },
+}
+
+/// Rows of a GGML-format matrix, decoded into the caller's scratch buffer.
+struct GgmlRows<'a> {
+    ty: quant::GgmlType,
+    bytes: &'a [u8],
+    row_bytes: usize,
+}
+
+impl cpu::WeightRows for GgmlRows<'_> {
+    fn row<'a>(&'a self, j: usize, scratch: &'a mut [f32]) -> &'a [f32] {
+        let data = &self.bytes[j * self.row_bytes..(j + 1) * self.row_bytes];
+        quant::dequantize(self.ty, data, scratch).expect("row geometry checked in Linear::ggml");
+        scratch
+    }
 }
 
 /// `y = x · Wᵀ + b` with `W` of shape `[out, inp]`.
@@ -26,10 +42,27 @@ impl Linear {
         Linear { out, inp, weight: WeightData::F32(w), bias }
     }
 
+    /// A layer whose `[out, inp]` weight stays in GGML block format `ty`. Errors when the
+    /// rows are not whole blocks, the byte count is wrong, or the type cannot be decoded.
+    pub fn ggml(out: usize, inp: usize, ty: quant::GgmlType, bytes: Vec<u8>, bias: Option<Vec<f32>>) -> Result<Self, String> {
+        if !quant::supports_dequantize(ty) {
+            return Err(format!("{} weights cannot be decoded", ty.name()));
+        }
+        let row_bytes = ty.bytes_for(inp as u64).ok_or_else(|| format!("rows of {inp} are not whole {} blocks", ty.name()))? as usize;
+        if bytes.len() != row_bytes * out {
+            return Err(format!("{} bytes for {out} rows of {row_bytes}", bytes.len()));
+        }
+        Ok(Linear { out, inp, weight: WeightData::Ggml { ty, bytes }, bias })
+    }
+
     /// Applies the layer to `m` rows of `x`.
     pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         match &self.weight {
             WeightData::F32(w) => cpu::matmul_nt(x, w, self.bias.as_deref(), m, self.inp, self.out),
+            WeightData::Ggml { ty, bytes } => {
+                let row_bytes = bytes.len() / self.out.max(1);
+                cpu::matmul_nt_rows(x, self.bias.as_deref(), m, self.inp, self.out, &GgmlRows { ty: *ty, bytes, row_bytes })
+            }
         }
     }
 }
