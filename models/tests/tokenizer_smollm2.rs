@@ -15,10 +15,7 @@ fn models_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("INFLIGHT_MODELS_DIR") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    home.join(".cache/inflight/models")
+    models::fetch::cache_dir().join("models")
 }
 
 fn golden() -> Value {

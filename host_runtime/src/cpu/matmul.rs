@@ -22,7 +22,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
+pub(crate) fn has_avx2_fma() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
@@ -90,7 +90,22 @@ pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 pub trait WeightRows: Sync {
     /// Row `j` as `k` f32 values.
     fn row<'a>(&'a self, j: usize, scratch: &'a mut [f32]) -> &'a [f32];
+
+    /// True when [`WeightRows::fused_dot`] has a kernel for this format.
+    fn has_fused_dot(&self) -> bool {
+        false
+    }
+
+    /// `x · row j` without materialising the row (`block_sums`: Σx per 32-element block),
+    /// for formats with a kernel (see [`super::qdot`]).
+    fn fused_dot(&self, _j: usize, _x: &[f32], _block_sums: &[f32]) -> f32 {
+        unreachable!("fused_dot without has_fused_dot")
+    }
 }
+
+/// Up to this many activation rows, a format with a fused dot decodes each weight row once
+/// per activation row in registers; above it, decoding the row once into f32 is cheaper.
+const FUSED_MAX_ROWS: usize = 4;
 
 /// A row-major f32 matrix.
 struct F32Rows<'w> {
@@ -115,14 +130,22 @@ pub fn matmul_nt_rows(x: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: us
     assert_eq!(x.len(), m * k, "matmul_nt: x is not [m, k]");
     // Computed transposed ([n, m]) so each task owns a contiguous block of output columns
     // and reads its rows of `w` once for all `m` rows of `x`.
+    let fused = m <= FUSED_MAX_ROWS && rows.has_fused_dot();
+    let sums: Vec<Vec<f32>> = if fused { (0..m).map(|i| super::qdot::block_sums(&x[i * k..(i + 1) * k])).collect() } else { Vec::new() };
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(COLS_PER_TASK * m).enumerate().for_each(|(task, block)| {
         let j0 = task * COLS_PER_TASK;
         let mut scratch = vec![0f32; k];
         for (jj, col) in block.chunks_mut(m).enumerate() {
             let j = j0 + jj;
-            let wr = rows.row(j, &mut scratch);
             let b = bias.map_or(0.0, |b| b[j]);
+            if fused {
+                for (i, out) in col.iter_mut().enumerate() {
+                    *out = rows.fused_dot(j, &x[i * k..(i + 1) * k], &sums[i]) + b;
+                }
+                continue;
+            }
+            let wr = rows.row(j, &mut scratch);
             for (i, out) in col.iter_mut().enumerate() {
                 *out = dot(&x[i * k..(i + 1) * k], wr) + b;
             }

@@ -5,6 +5,7 @@
 
 mod matmul;
 mod ops;
+pub mod qdot;
 
 pub use matmul::{dot, matmul_nt, matmul_nt_rows, WeightRows};
 pub use ops::*;

@@ -19,11 +19,27 @@ struct GgmlRows<'a> {
     row_bytes: usize,
 }
 
+impl GgmlRows<'_> {
+    fn row_bytes(&self, j: usize) -> &[u8] {
+        &self.bytes[j * self.row_bytes..(j + 1) * self.row_bytes]
+    }
+}
+
 impl cpu::WeightRows for GgmlRows<'_> {
     fn row<'a>(&'a self, j: usize, scratch: &'a mut [f32]) -> &'a [f32] {
-        let data = &self.bytes[j * self.row_bytes..(j + 1) * self.row_bytes];
-        quant::dequantize(self.ty, data, scratch).expect("row geometry checked in Linear::ggml");
+        quant::dequantize(self.ty, self.row_bytes(j), scratch).expect("row geometry checked in Linear::ggml");
         scratch
+    }
+
+    fn has_fused_dot(&self) -> bool {
+        matches!(self.ty, quant::GgmlType::Q8_0 | quant::GgmlType::Q4_1)
+    }
+
+    fn fused_dot(&self, j: usize, x: &[f32], block_sums: &[f32]) -> f32 {
+        match self.ty {
+            quant::GgmlType::Q8_0 => cpu::qdot::dot_q8_0(x, self.row_bytes(j)),
+            _ => cpu::qdot::dot_q4_1(x, block_sums, self.row_bytes(j)),
+        }
     }
 }
 
