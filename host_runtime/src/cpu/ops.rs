@@ -2,6 +2,9 @@
 
 use rayon::prelude::*;
 
+/// Rows per rayon task in the row-wise operators: a few rows are not worth a fork.
+const ROWS_PER_TASK: usize = 8;
+
 /// `out[t, :] = table[ids[t], :]`; an id `>= vocab` gives a zero row.
 pub fn embedding(table: &[f32], hidden: usize, ids: &[u32]) -> Vec<f32> {
     let vocab = table.len() / hidden.max(1);
@@ -26,7 +29,7 @@ pub fn residual_sum(x: &[f32], residual: Option<&[f32]>, round: impl Fn(f32) -> 
 /// RMSNorm of each row of `h`: `h / sqrt(mean(h²) + eps) * weight`.
 pub fn rms_norm(h: &[f32], weight: &[f32], cols: usize, eps: f32) -> Vec<f32> {
     let mut out = vec![0.0; h.len()];
-    out.par_chunks_mut(cols).zip(h.par_chunks(cols)).for_each(|(o, x)| {
+    out.par_chunks_mut(cols).zip(h.par_chunks(cols)).with_min_len(ROWS_PER_TASK).for_each(|(o, x)| {
         let ms = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / cols as f64;
         let inv = 1.0 / (ms + eps as f64).sqrt();
         for ((o, &x), &w) in o.iter_mut().zip(x).zip(weight) {
@@ -39,7 +42,7 @@ pub fn rms_norm(h: &[f32], weight: &[f32], cols: usize, eps: f32) -> Vec<f32> {
 /// LayerNorm of each row of `h`: `(h - mean) / sqrt(var + eps) * weight + bias`.
 pub fn layer_norm(h: &[f32], weight: &[f32], bias: Option<&[f32]>, cols: usize, eps: f32) -> Vec<f32> {
     let mut out = vec![0.0; h.len()];
-    out.par_chunks_mut(cols).zip(h.par_chunks(cols)).for_each(|(o, x)| {
+    out.par_chunks_mut(cols).zip(h.par_chunks(cols)).with_min_len(ROWS_PER_TASK).for_each(|(o, x)| {
         let mean = x.iter().map(|&v| v as f64).sum::<f64>() / cols as f64;
         let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / cols as f64;
         let inv = 1.0 / (var + eps as f64).sqrt();
@@ -106,7 +109,7 @@ pub fn gelu_erf(x: &[f32]) -> Vec<f32> {
 /// Softmax of each row of `scale * x`.
 pub fn softmax(x: &[f32], cols: usize, scale: f32) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(cols).zip(x.par_chunks(cols)).for_each(|(o, x)| {
+    out.par_chunks_mut(cols).zip(x.par_chunks(cols)).with_min_len(ROWS_PER_TASK).for_each(|(o, x)| {
         let max = x.iter().map(|&v| (v * scale) as f64).fold(f64::NEG_INFINITY, f64::max);
         let sum: f64 = x.iter().map(|&v| ((v * scale) as f64 - max).exp()).sum();
         for (o, &v) in o.iter_mut().zip(x) {

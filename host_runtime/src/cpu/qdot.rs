@@ -26,7 +26,7 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
 pub fn dot_q8_0(x: &[f32], row: &[u8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::matmul::has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
         return unsafe { avx2::dot_q8_0(x, row) };
     }
     x.chunks_exact(QK)
@@ -39,7 +39,7 @@ pub fn dot_q8_0(x: &[f32], row: &[u8]) -> f32 {
 pub fn dot_q4_1(x: &[f32], block_sums: &[f32], row: &[u8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::matmul::has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
         return unsafe { avx2::dot_q4_1(x, block_sums, row) };
     }
     let mut total = 0.0;
@@ -54,12 +54,51 @@ pub fn dot_q4_1(x: &[f32], block_sums: &[f32], row: &[u8]) -> f32 {
     total
 }
 
+/// Decodes a Q8_0 (`q4_1 == false`) or Q4_1 row into `out` (the prefill path, where one
+/// decoded row serves many activation rows). Same values as `quant::dequantize`.
+pub fn decode_row(q4_1: bool, row: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::matmul::has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
+        return unsafe { avx2::decode_row(q4_1, row, out) };
+    }
+    decode_row_portable(q4_1, row, out, f16_at);
+}
+
+#[inline(always)]
+fn decode_row_portable(q4_1: bool, row: &[u8], out: &mut [f32], f16: impl Fn(&[u8], usize) -> f32) {
+    if q4_1 {
+        for (b, o) in row.chunks_exact(Q4_1_BYTES).zip(out.chunks_exact_mut(QK)) {
+            let (d, m) = (f16(b, 0), f16(b, 2));
+            for i in 0..16 {
+                o[i] = (b[4 + i] & 0x0f) as f32 * d + m;
+                o[16 + i] = (b[4 + i] >> 4) as f32 * d + m;
+            }
+        }
+    } else {
+        for (b, o) in row.chunks_exact(Q8_0_BYTES).zip(out.chunks_exact_mut(QK)) {
+            let d = f16(b, 0);
+            for i in 0..QK {
+                o[i] = (b[2 + i] as i8) as f32 * d;
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{f16_at, Q4_1_BYTES, Q8_0_BYTES, QK};
+    use super::{Q4_1_BYTES, Q8_0_BYTES, QK};
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma")]
+    /// The f16 at `b[at..at + 2]` by the F16C instruction (the `half` crate's portable
+    /// conversion costs more than the rest of a block's work).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn f16_at(b: &[u8], at: usize) -> f32 {
+        let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn hsum(v: __m256) -> f32 {
         let q = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
         let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
@@ -68,8 +107,15 @@ mod avx2 {
     }
 
     /// # Safety
-    /// AVX2 and FMA available; `row` holds `x.len() / 32` blocks.
-    #[target_feature(enable = "avx2,fma")]
+    /// AVX2, FMA and F16C available.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn decode_row(q4_1: bool, row: &[u8], out: &mut [f32]) {
+        super::decode_row_portable(q4_1, row, out, |b, at| f16_at(b, at));
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C available; `row` holds `x.len() / 32` blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0(x: &[f32], row: &[u8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (xb, b) in x.chunks_exact(QK).zip(row.chunks_exact(Q8_0_BYTES)) {
@@ -88,8 +134,9 @@ mod avx2 {
     }
 
     /// # Safety
-    /// AVX2 and FMA available; `row` holds `x.len() / 32` blocks; one block sum per block.
-    #[target_feature(enable = "avx2,fma")]
+    /// AVX2, FMA and F16C available; `row` holds `x.len() / 32` blocks; one block sum per
+    /// block.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_1(x: &[f32], block_sums: &[f32], row: &[u8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut mins = 0.0;
@@ -148,6 +195,9 @@ mod tests {
                 let scale: f64 = x.iter().zip(&w).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>() + 1e-6;
                 let got = if ty == quant::GgmlType::Q8_0 { dot_q8_0(&x, &row) } else { dot_q4_1(&x, &block_sums(&x), &row) };
                 prop_assert!((got as f64 - want).abs() <= 1e-5 * scale, "{:?}: {} vs {}", ty, got, want);
+                let mut decoded = vec![0f32; nb * QK];
+                decode_row(ty == quant::GgmlType::Q4_1, &row, &mut decoded);
+                prop_assert_eq!(&decoded, &w);
             }
         }
     }

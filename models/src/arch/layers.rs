@@ -27,7 +27,10 @@ impl GgmlRows<'_> {
 
 impl cpu::WeightRows for GgmlRows<'_> {
     fn row<'a>(&'a self, j: usize, scratch: &'a mut [f32]) -> &'a [f32] {
-        quant::dequantize(self.ty, self.row_bytes(j), scratch).expect("row geometry checked in Linear::ggml");
+        match self.ty {
+            quant::GgmlType::Q8_0 | quant::GgmlType::Q4_1 => cpu::qdot::decode_row(self.ty == quant::GgmlType::Q4_1, self.row_bytes(j), scratch),
+            _ => quant::dequantize(self.ty, self.row_bytes(j), scratch).expect("row geometry checked in Linear::ggml"),
+        }
         scratch
     }
 
