@@ -104,7 +104,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     };
     let t0 = std::time::Instant::now();
     let llm = Llm::load_with(&a.model, format)?;
-    let c = &llm.model.config;
+    let c = llm.model.config();
     eprintln!("inflight: loaded {} ({} layers, hidden {}, vocab {}) in {:.1} s", llm.path.display(), c.layers, c.hidden, c.vocab_size, t0.elapsed().as_secs_f64());
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| llm.prompt_ids(p, a.chat)).collect::<Result<_, _>>()?;
     let params = GenParams { max_tokens: a.max_tokens, temperature: a.temperature, seed: a.seed, stop_ids: llm.stop_ids() };

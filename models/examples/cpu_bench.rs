@@ -5,11 +5,11 @@
 //! `cargo run --release -p models --example cpu_bench -- smollm2`
 
 use models::arch::llama::{LlamaLayer, LlamaModel, SeqStep};
-use models::arch::Linear;
+use models::arch::{Linear, Model};
 use models::config::{Arch, ModelConfig, RopeLayout};
 use std::time::Instant;
 
-fn synthetic() -> LlamaModel {
+fn synthetic() -> Model {
     let c = ModelConfig {
         arch: Arch::Llama,
         vocab_size: 49152,
@@ -49,10 +49,10 @@ fn synthetic() -> LlamaModel {
         })
         .collect();
     let embed = r(c.vocab_size * h);
-    LlamaModel::new(c, embed, layers, vec![1.0; h], None)
+    Model::Llama(LlamaModel::new(c, embed, layers, vec![1.0; h], None))
 }
 
-fn bench(model: &LlamaModel, batch: usize, prompt_len: usize, decode: usize) {
+fn bench(model: &Model, batch: usize, prompt_len: usize, decode: usize) {
     let prompts: Vec<Vec<u32>> = (0..batch).map(|b| (0..prompt_len).map(|t| ((t * 31 + b * 7) % 1000) as u32 + 10).collect()).collect();
     let mut caches: Vec<_> = (0..batch).map(|_| model.new_cache()).collect();
     let t0 = Instant::now();

@@ -3,7 +3,8 @@
 //! minimal set (greedy, temperature with a seed); the full sampler and in-flight batching
 //! arrive with the executor.
 
-use crate::arch::llama::{LlamaModel, SeqStep};
+use crate::arch::llama::SeqStep;
+use crate::arch::Model;
 use crate::arch::KvCache;
 
 /// Why a sequence stopped.
@@ -86,9 +87,9 @@ fn sample(logits: &[f32], temperature: f32, rng: &mut Rng) -> u32 {
 
 /// Generates for every prompt (each non-empty) as one batch. `on_token(i, id)` is called as
 /// sequence `i` produces each token (stop tokens excluded), for streaming.
-pub fn generate_batch(model: &LlamaModel, prompts: &[Vec<u32>], params: &GenParams, mut on_token: impl FnMut(usize, u32)) -> Vec<Generated> {
+pub fn generate_batch(model: &Model, prompts: &[Vec<u32>], params: &GenParams, mut on_token: impl FnMut(usize, u32)) -> Vec<Generated> {
     let n = prompts.len();
-    let max_pos = model.config.max_position;
+    let max_pos = model.config().max_position;
     let mut caches: Vec<KvCache> = (0..n).map(|_| model.new_cache()).collect();
     let mut rngs: Vec<Rng> = (0..n).map(|i| Rng(params.seed ^ (i as u64).wrapping_mul(0xA076_1D64_78BD_642F))).collect();
     let mut outs: Vec<Generated> = (0..n).map(|_| Generated { token_ids: Vec::new(), finish_reason: FinishReason::Length }).collect();

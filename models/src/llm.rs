@@ -10,7 +10,7 @@
 //! # Ok::<(), models::LlmError>(())
 //! ```
 
-use crate::arch::llama::LlamaModel;
+use crate::arch::Model;
 use crate::error::LoadError;
 use crate::fetch::FetchError;
 use crate::generate::{generate_batch, FinishReason, GenParams};
@@ -32,7 +32,7 @@ pub enum LlmError {
 
 /// A loaded model with its tokenizer.
 pub struct Llm {
-    pub model: LlamaModel,
+    pub model: Model,
     pub tokenizer: Tokenizer,
     pub path: PathBuf,
 }
@@ -77,7 +77,7 @@ impl Llm {
         if ids.is_empty() {
             return Err(LlmError::Invalid("the prompt is empty (no tokens)".into()));
         }
-        let limit = self.model.config.max_position;
+        let limit = self.model.config().max_position;
         if ids.len() >= limit {
             return Err(LlmError::Invalid(format!("the prompt has {} tokens; the model's context is {limit}", ids.len())));
         }

@@ -12,7 +12,7 @@ fn dir(name: &str) -> PathBuf {
 
 fn check(name: &str) {
     let d = dir(name);
-    let model = models::hf::load_llama_dir(&d).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model = models::arch::Model::Llama(models::hf::load_llama_dir(&d).unwrap_or_else(|e| panic!("{name}: {e}")));
     let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("golden.json")).unwrap()).unwrap();
     let vocab = golden["vocab"].as_u64().unwrap() as usize;
     let bytes = std::fs::read(d.join("logits.f32")).unwrap();

@@ -2,6 +2,7 @@
 //! gives the logits of a full pass, and a batch gives each sequence what it gets alone.
 
 use models::arch::llama::{LlamaLayer, LlamaModel, SeqStep};
+use models::arch::{Model, PagedKv, SeqInput};
 use models::arch::Linear;
 use models::config::{Arch, ModelConfig, RopeLayout};
 use models::generate::{generate_batch, GenParams};
@@ -15,7 +16,7 @@ fn rng_vec(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-fn tiny_model(qkv_bias: bool, tied: bool, layout: RopeLayout) -> LlamaModel {
+fn tiny_model(qkv_bias: bool, tied: bool, layout: RopeLayout) -> Model {
     let config = ModelConfig {
         arch: if qkv_bias { Arch::Qwen2 } else { Arch::Llama },
         vocab_size: 97,
@@ -53,7 +54,7 @@ fn tiny_model(qkv_bias: bool, tied: bool, layout: RopeLayout) -> LlamaModel {
     let lm_head = (!tied).then(|| lin(config.vocab_size, h, false));
     let mut s2 = 99u64;
     let embed = rng_vec(&mut s2, config.vocab_size * h, 1.0);
-    LlamaModel::new(config, embed, layers, vec![1.0; h], lm_head)
+    Model::Llama(LlamaModel::new(config, embed, layers, vec![1.0; h], lm_head))
 }
 
 fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -103,4 +104,42 @@ fn seeded_sampling_is_reproducible_and_stop_ids_stop() {
     let stopped = generate_batch(&m, &p, &GenParams { temperature: 0.0, stop_ids: vec![first], ..params }, |_, _| {});
     assert!(stopped[0].token_ids.is_empty());
     assert_eq!(stopped[0].finish_reason, models::generate::FinishReason::Stop);
+}
+
+#[test]
+fn paged_store_with_scattered_blocks_matches_the_contiguous_cache() {
+    let m = tiny_model(true, false, RopeLayout::Neox);
+    let a: Vec<u32> = (0..23).map(|i| (i * 7 + 3) % 97).collect();
+    let b: Vec<u32> = (0..9).map(|i| (i * 5 + 1) % 97).collect();
+    // Contiguous reference: each sequence alone, prompt then 3 single-token steps.
+    let reference = |p: &[u32]| {
+        let mut cache = m.new_cache();
+        let mut out = m.forward(&mut [SeqStep { tokens: &p[..p.len() - 3], cache: &mut cache }], true).remove(0);
+        for t in &p[p.len() - 3..] {
+            out.extend(m.forward(&mut [SeqStep { tokens: std::slice::from_ref(t), cache: &mut cache }], true).remove(0));
+        }
+        out
+    };
+    // Paged: 4 tokens per block, tables interleaved and out of order, NaN in every slot first.
+    let c = m.config();
+    let mut kv = PagedKv::new(16, 4, c.layers, c.kv_heads * c.head_dim);
+    for blk in 0..16 {
+        kv.block_mut(blk).fill(f32::NAN);
+    }
+    let ta: Vec<u32> = vec![9, 2, 14, 5, 11, 7];
+    let tb: Vec<u32> = vec![3, 15, 1];
+    let (na, nb) = (a.len() - 3, b.len() - 3);
+    let mut got_a = Vec::new();
+    let mut got_b = Vec::new();
+    let outs = m.forward_kv(&[SeqInput { tokens: &a[..na], start: 0 }, SeqInput { tokens: &b[..nb], start: 0 }], &mut kv.view(vec![&ta, &tb]), true);
+    got_a.extend_from_slice(&outs[0]);
+    got_b.extend_from_slice(&outs[1]);
+    for s in 0..3 {
+        let outs = m.forward_kv(&[SeqInput { tokens: &a[na + s..na + s + 1], start: na + s }, SeqInput { tokens: &b[nb + s..nb + s + 1], start: nb + s }], &mut kv.view(vec![&ta, &tb]), true);
+        got_a.extend_from_slice(&outs[0]);
+        got_b.extend_from_slice(&outs[1]);
+    }
+    assert!(got_a.iter().chain(&got_b).all(|v| v.is_finite()));
+    assert!(max_rel_diff(&got_a, &reference(&a)) < 1e-5);
+    assert!(max_rel_diff(&got_b, &reference(&b)) < 1e-5);
 }

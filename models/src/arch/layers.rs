@@ -1,5 +1,5 @@
-//! Building blocks of the CPU forward pass: linear layers (the pluggable weight format),
-//! the per-sequence KV cache and causal attention over it.
+//! Building blocks of the CPU forward pass: linear layers (the pluggable weight format)
+//! and causal attention over a sequence's keys and values.
 
 use host_runtime::cpu;
 use rayon::prelude::*;
@@ -83,21 +83,6 @@ impl Linear {
                 cpu::matmul_nt_rows(x, self.bias.as_deref(), m, self.inp, self.out, &GgmlRows { ty: *ty, bytes, row_bytes })
             }
         }
-    }
-}
-
-/// Keys and values of one sequence, every layer, contiguous `[position][kv_head][head_dim]`.
-#[derive(Clone, Debug, Default)]
-pub struct KvCache {
-    pub k: Vec<Vec<f32>>,
-    pub v: Vec<Vec<f32>>,
-    /// Positions already stored.
-    pub len: usize,
-}
-
-impl KvCache {
-    pub fn new(layers: usize) -> Self {
-        KvCache { k: vec![Vec::new(); layers], v: vec![Vec::new(); layers], len: 0 }
     }
 }
 

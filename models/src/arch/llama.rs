@@ -2,7 +2,9 @@
 //! on the CPU reference backend: a forward pass over a batch of sequences, each with its own
 //! KV cache, returning logits.
 
-use super::layers::{causal_attention, HeadShape, KvCache, Linear};
+use super::kv::{ContiguousKv, KvCache, KvStore};
+use super::layers::{causal_attention, HeadShape, Linear};
+use super::SeqInput;
 use crate::config::{ModelConfig, RopeLayout};
 use host_runtime::cpu;
 
@@ -54,34 +56,47 @@ impl LlamaModel {
     /// Runs the tokens of every sequence through the model, appending to their caches.
     /// Returns, per sequence, the logits of every new token (`all_logits`) or of its last.
     pub fn forward(&self, seqs: &mut [SeqStep], all_logits: bool) -> Vec<Vec<f32>> {
+        let inputs: Vec<SeqInput> = seqs.iter().map(|s| SeqInput { tokens: s.tokens, start: s.cache.len }).collect();
+        let lens: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
+        let mut caches: Vec<&mut KvCache> = seqs.iter_mut().map(|s| &mut *s.cache).collect();
+        let row = self.config.kv_heads * self.config.head_dim;
+        let out = self.forward_kv(&inputs, &mut ContiguousKv { caches: &mut caches, row }, all_logits);
+        for (c, n) in caches.iter_mut().zip(lens) {
+            c.len += n;
+        }
+        out
+    }
+
+    /// Runs every sequence's tokens through the model, writing their K/V into `kv` (see
+    /// [`super::Model::forward_kv`]).
+    pub fn forward_kv(&self, seqs: &[SeqInput], kv: &mut dyn KvStore, all_logits: bool) -> Vec<Vec<f32>> {
         let c = &self.config;
         let hd = c.hidden;
         let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let total = tokens.len();
         let mut positions = Vec::with_capacity(total);
-        for s in seqs.iter() {
-            positions.extend((s.cache.len..s.cache.len + s.tokens.len()).map(|p| p as u32));
+        for s in seqs {
+            positions.extend((s.start..s.start + s.tokens.len()).map(|p| p as u32));
         }
         let mut x = cpu::embedding(&self.embed, hd, &tokens);
         let shape = HeadShape { heads: c.heads, kv_heads: c.kv_heads, head_dim: c.head_dim };
         let neox = c.rope_layout == RopeLayout::Neox;
+        let kv_row = c.kv_heads * c.head_dim;
+        let q_row = c.heads * c.head_dim;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = cpu::rms_norm(&x, &layer.attn_norm, hd, c.rms_eps);
             let mut q = layer.q.forward(&h, total);
             let mut k = layer.k.forward(&h, total);
             let v = layer.v.forward(&h, total);
-            cpu::rope(&mut q, &positions, &self.inv_freq, c.heads, c.head_dim, c.head_dim, c.heads * c.head_dim, neox);
-            cpu::rope(&mut k, &positions, &self.inv_freq, c.kv_heads, c.head_dim, c.head_dim, c.kv_heads * c.head_dim, neox);
-            let kv_row = c.kv_heads * c.head_dim;
-            let q_row = c.heads * c.head_dim;
+            cpu::rope(&mut q, &positions, &self.inv_freq, c.heads, c.head_dim, c.head_dim, q_row, neox);
+            cpu::rope(&mut k, &positions, &self.inv_freq, c.kv_heads, c.head_dim, c.head_dim, kv_row, neox);
             let mut attn = Vec::with_capacity(total * q_row);
             let mut at = 0;
-            for s in seqs.iter_mut() {
+            for (si, s) in seqs.iter().enumerate() {
                 let t = s.tokens.len();
-                let start = s.cache.len;
-                s.cache.k[li].extend_from_slice(&k[at * kv_row..(at + t) * kv_row]);
-                s.cache.v[li].extend_from_slice(&v[at * kv_row..(at + t) * kv_row]);
-                attn.extend(causal_attention(&q[at * q_row..(at + t) * q_row], &s.cache.k[li], &s.cache.v[li], start, t, shape));
+                kv.write(si, li, s.start, &k[at * kv_row..(at + t) * kv_row], &v[at * kv_row..(at + t) * kv_row]);
+                let (ks, vs) = kv.read(si, li, s.start + t);
+                attn.extend(causal_attention(&q[at * q_row..(at + t) * q_row], &ks, &vs, s.start, t, shape));
                 at += t;
             }
             let o = layer.o.forward(&attn, total);
@@ -91,14 +106,18 @@ impl LlamaModel {
             let down = layer.down.forward(&act, total);
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
         }
-        for s in seqs.iter_mut() {
-            s.cache.len += s.tokens.len();
-        }
-        // Logits only for the rows asked for.
+        let lens: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
+        self.logits(&x, &lens, all_logits)
+    }
+
+    /// Final norm and LM head over the rows asked for: every row (`all_logits`) or each
+    /// sequence's last.
+    fn logits(&self, x: &[f32], lens: &[usize], all_logits: bool) -> Vec<Vec<f32>> {
+        let c = &self.config;
+        let hd = c.hidden;
         let mut rows = Vec::new();
         let mut at = 0;
-        for s in seqs.iter() {
-            let t = s.tokens.len();
+        for &t in lens {
             if all_logits {
                 rows.extend(at..at + t);
             } else if t > 0 {
@@ -112,10 +131,10 @@ impl LlamaModel {
             Some(head) => head.forward(&normed, rows.len()),
             None => cpu::matmul_nt(&normed, &self.embed, None, rows.len(), hd, c.vocab_size),
         };
-        let mut out = Vec::with_capacity(seqs.len());
+        let mut out = Vec::with_capacity(lens.len());
         let mut r = 0;
-        for s in seqs.iter() {
-            let n = if all_logits { s.tokens.len() } else { usize::from(!s.tokens.is_empty()) };
+        for &t in lens {
+            let n = if all_logits { t } else { usize::from(t > 0) };
             out.push(logits[r * c.vocab_size..(r + n) * c.vocab_size].to_vec());
             r += n;
         }
