@@ -17,7 +17,7 @@ import os
 import sys
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
 torch.manual_seed(1234)
 VOCAB = 384
@@ -33,7 +33,14 @@ CONFIGS = {
     "llama-tied": LlamaConfig(**COMMON, rope_theta=100000.0, tie_word_embeddings=True),
     # Qwen2: Q/K/V biases.
     "qwen2": Qwen2Config(**COMMON, rope_theta=1000000.0, tie_word_embeddings=False),
+    # GPT-2: learned positions, LayerNorm with bias, tanh GELU, fused c_attn (Conv1D), tied head.
+    "gpt2": GPT2Config(vocab_size=VOCAB, n_positions=256, n_embd=64, n_layer=2, n_head=4, n_inner=176,
+                       activation_function="gelu_new", layer_norm_epsilon=1e-5, bos_token_id=1,
+                       eos_token_id=2, pad_token_id=0),
 }
+# Only these (default: all), e.g. ONLY=gpt2.
+if os.environ.get("ONLY"):
+    CONFIGS = {k: v for k, v in CONFIGS.items() if k in os.environ["ONLY"].split(",")}
 PROMPTS = [[1, 5, 9, 200, 17], [1, 383, 2, 44], [7], [1] + list(range(100, 130)), [300, 300, 300, 12, 13, 14, 15, 16, 17, 18]]
 
 
