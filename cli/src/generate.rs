@@ -1,11 +1,12 @@
-//! `inflight generate`: one prompt streamed to stdout, or a JSON-lines file of prompts run as
-//! one batch.
+//! `inflight generate`: one prompt streamed to stdout, or a JSON-lines file of prompts run
+//! through the executor as one in-flight batch.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use models::generate::{generate_batch, GenParams};
+use host_runtime::executor::{FinishReason, Handle};
+use host_runtime::sampling::SamplingParams;
 use models::load::WeightFormat;
-use models::Llm;
+use models::{Llm, LlmConfig};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -42,9 +43,40 @@ pub struct GenerateArgs {
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.7)]
     temperature: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: i64,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Penalise tokens already in the prompt or output (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Stop when this text appears (repeatable); it is not part of the output.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep generating past the end-of-sequence token.
+    #[arg(long)]
+    ignore_eos: bool,
     /// Seed of the sampler (same seed, same output).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Most requests in one batch.
+    #[arg(long, default_value_t = 64)]
+    max_batch_size: usize,
+    /// Positions per KV-cache block.
+    #[arg(long, default_value_t = 32)]
+    tokens_per_block: usize,
+    /// Do not reuse cached prompt prefixes.
+    #[arg(long)]
+    no_kv_reuse: bool,
     /// Render the prompt with the model's chat template as a user message.
     #[arg(long)]
     chat: bool,
@@ -91,6 +123,23 @@ fn check_device(device: Device) -> Result<()> {
     }
 }
 
+fn sampling(a: &GenerateArgs) -> SamplingParams {
+    SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repetition_penalty: a.repetition_penalty,
+        presence_penalty: a.presence_penalty,
+        frequency_penalty: a.frequency_penalty,
+        seed: Some(a.seed),
+        stop_strings: a.stop.clone(),
+        ignore_eos: a.ignore_eos,
+        max_new_tokens: a.max_tokens,
+        ..SamplingParams::default()
+    }
+}
+
 pub fn run(a: GenerateArgs) -> Result<()> {
     check_device(a.device)?;
     let prompts = match (&a.prompt, &a.prompts_file) {
@@ -98,51 +147,50 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         (None, Some(f)) => read_prompts(f)?,
         _ => bail!("give --prompt TEXT or --prompts-file FILE"),
     };
-    let format = match a.weights {
+    let weights = match a.weights {
         Weights::Native => WeightFormat::Native,
         Weights::F32 => WeightFormat::F32,
     };
     let t0 = std::time::Instant::now();
-    let llm = Llm::load_with(&a.model, format)?;
+    let config = LlmConfig { weights, max_batch_size: a.max_batch_size, tokens_per_block: a.tokens_per_block, enable_kv_cache_reuse: !a.no_kv_reuse, ..LlmConfig::new(a.model.clone()) };
+    let llm = Llm::new(config)?;
     let c = llm.model.config();
     eprintln!("inflight: loaded {} ({} layers, hidden {}, vocab {}) in {:.1} s", llm.path.display(), c.layers, c.hidden, c.vocab_size, t0.elapsed().as_secs_f64());
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| llm.prompt_ids(p, a.chat)).collect::<Result<_, _>>()?;
-    let params = GenParams { max_tokens: a.max_tokens, temperature: a.temperature, seed: a.seed, stop_ids: llm.stop_ids() };
-    params.validate().map_err(|m| anyhow::anyhow!("invalid --temperature: {m}"))?;
-
-    // A single prompt streams its text as it is generated; a batch prints when done.
-    let stream = prompts.len() == 1 && !a.json;
-    let mut decoders: Vec<_> = (0..prompts.len()).map(|_| llm.tokenizer.stream_decoder(true)).collect();
-    let mut stdout = std::io::stdout().lock();
-    let mut stream_err = None;
+    let params = sampling(&a);
     let t1 = std::time::Instant::now();
-    let outs = generate_batch(&llm.model, &ids, &params, |i, tok| {
-        if stream && stream_err.is_none() {
-            match decoders[i].push(&llm.tokenizer, tok) {
-                Ok(Some(text)) => {
-                    let _ = stdout.write_all(text.as_bytes());
-                    let _ = stdout.flush();
+    // Every prompt goes into the executor at once: one in-flight batch.
+    let handles: Vec<Handle> = ids.into_iter().map(|p| llm.submit(p, &params)).collect::<Result<_, _>>()?;
+    let mut stdout = std::io::stdout().lock();
+    let mut generated = 0;
+    if prompts.len() == 1 && !a.json {
+        // A single prompt streams its text as it is generated.
+        let h = handles.into_iter().next().expect("one handle");
+        for out in h.outputs.iter() {
+            stdout.write_all(out.text.as_bytes())?;
+            stdout.flush()?;
+            generated = out.generated_tokens;
+            if let Some(f) = out.finish {
+                if let FinishReason::Error(e) = f {
+                    bail!("generation failed: {e}");
                 }
-                Ok(None) => {}
-                Err(e) => stream_err = Some(e),
+                break;
             }
         }
-    });
-    if let Some(e) = stream_err {
-        bail!("decoding the output: {e}");
-    }
-    let generated: usize = outs.iter().map(|o| o.token_ids.len()).sum();
-    for (i, out) in outs.iter().enumerate() {
-        if stream {
-            let rest = decoders[i].finish(&llm.tokenizer)?;
-            writeln!(stdout, "{rest}")?;
-        } else {
-            let text = llm.tokenizer.decode(&out.token_ids, true)?;
+        writeln!(stdout)?;
+    } else {
+        for (i, h) in handles.into_iter().enumerate() {
+            let out = h.wait();
+            generated += out.token_ids.len();
+            let finish = out.finish.unwrap_or(FinishReason::Length);
             if a.json {
-                let line = serde_json::json!({"index": i, "text": text, "token_ids": out.token_ids, "finish_reason": out.finish_reason.as_str()});
+                let line = serde_json::json!({"index": i, "text": out.text, "token_ids": out.token_ids, "finish_reason": finish.as_str()});
                 writeln!(stdout, "{line}")?;
             } else {
-                writeln!(stdout, "{text}")?;
+                writeln!(stdout, "{}", out.text)?;
+            }
+            if let FinishReason::Error(e) = finish {
+                eprintln!("inflight: prompt {i} failed: {e}");
             }
         }
     }

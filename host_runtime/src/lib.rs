@@ -15,7 +15,11 @@
 pub mod cpu;
 pub mod device;
 pub mod dtype;
+pub mod executor;
 pub mod kernels;
+pub mod kv;
+pub mod sampling;
+pub mod scheduler;
 pub mod testing;
 
 pub use device::{DeviceBuffer, DeviceError, Gpu};

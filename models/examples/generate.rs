@@ -2,11 +2,14 @@
 //!
 //! `cargo run --release -p models --example generate -- "The capital of France is"`
 
+use host_runtime::sampling::SamplingParams;
+use models::{Llm, LlmConfig};
+
 fn main() -> Result<(), models::LlmError> {
     let prompt = std::env::args().nth(1).unwrap_or_else(|| "The capital of France is".into());
-    let llm = models::Llm::load("smollm2")?;
-    let params = models::generate::GenParams { max_tokens: 16, temperature: 0.0, seed: 0, stop_ids: llm.stop_ids() };
-    for out in llm.generate(&[prompt.as_str()], false, &params)? {
+    let llm = Llm::new(LlmConfig::new("smollm2"))?;
+    let sampling = SamplingParams { temperature: 0.0, max_new_tokens: 16, ..Default::default() };
+    for out in llm.generate(&[prompt.as_str()], &sampling)? {
         println!("{}{}", prompt, out.text);
     }
     Ok(())

@@ -1,8 +1,8 @@
-//! Model definitions (one per architecture, whatever the weight format) and checkpoint
-//! loading. The LLaMA family, Qwen2 and GPT-2 land with the models issue; this crate exists
-//! now so that the workspace shows the architecture.
+//! Model definitions (one per architecture, whatever the weight format), checkpoint
+//! loading, the CPU backend for the executor, and the offline API ([`Llm`]).
 
 pub mod arch;
+pub mod backend;
 pub mod config;
 pub mod fetch;
 pub mod generate;
@@ -13,4 +13,4 @@ pub mod tokenizer;
 pub mod load;
 pub mod llm;
 
-pub use llm::{Completion, Llm, LlmError};
+pub use llm::{Completion, Llm, LlmConfig, LlmError};

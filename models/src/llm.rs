@@ -1,22 +1,30 @@
-//! The offline API a downstream crate writes against: load a model by name or path, then
-//! generate text for a batch of prompts.
+//! The offline API a downstream crate writes against: config → init → generate. Requests
+//! go through the in-flight batching executor (scheduler, paged KV cache, full sampling set)
+//! on the CPU reference backend.
 //!
 //! ```no_run
-//! let llm = models::Llm::load("smollm2")?;
-//! let params = models::generate::GenParams { max_tokens: 16, temperature: 0.0, seed: 0, stop_ids: llm.stop_ids() };
-//! for out in llm.generate(&["The capital of France is"], false, &params)? {
+//! use models::{Llm, LlmConfig};
+//! use host_runtime::sampling::SamplingParams;
+//! let llm = Llm::new(LlmConfig::new("smollm2"))?;
+//! let sampling = SamplingParams { temperature: 0.0, max_new_tokens: 16, ..Default::default() };
+//! for out in llm.generate(&["The capital of France is"], &sampling)? {
 //!     println!("{}", out.text);
 //! }
 //! # Ok::<(), models::LlmError>(())
 //! ```
 
 use crate::arch::Model;
+use crate::backend::{cpu_kv_bytes_per_token, CpuBackend, TokenizerDetok};
 use crate::error::LoadError;
 use crate::fetch::FetchError;
-use crate::generate::{generate_batch, FinishReason, GenParams};
 use crate::load::WeightFormat;
 use crate::tokenizer::{ChatMessage, Tokenizer, TokenizerError};
+use host_runtime::executor::{Executor, ExecutorConfig, ExecutorError, FinishReason, Handle, Request, TokenLogprobs};
+use host_runtime::kv::{size_kv_cache, KvCacheConfig, KvSizing};
+use host_runtime::sampling::SamplingParams;
+use host_runtime::scheduler::{CapacityPolicy, SchedulerConfig};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
@@ -28,13 +36,66 @@ pub enum LlmError {
     Tokenizer(#[from] TokenizerError),
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    #[error("KV cache: {0}")]
+    KvCache(String),
 }
 
-/// A loaded model with its tokenizer.
+/// Everything needed to start an engine. `LlmConfig::new(model)` gives the defaults.
+#[derive(Clone, Debug)]
+pub struct LlmConfig {
+    /// A known model name, a `.gguf` file or a Hugging Face directory.
+    pub model: String,
+    pub weights: WeightFormat,
+    /// Positions per KV block (8..=128, a power of two).
+    pub tokens_per_block: usize,
+    /// Fraction of the memory available after loading that the KV cache may take.
+    pub kv_cache_fraction: f32,
+    /// Upper bound on KV cache bytes.
+    pub kv_cache_bytes: Option<u64>,
+    /// Reuse cached prompt prefixes (`enable_kv_cache_reuse`).
+    pub enable_kv_cache_reuse: bool,
+    /// Bytes of host memory for evicted reusable blocks (`kv_host_cache_bytes`).
+    pub kv_host_cache_bytes: u64,
+    pub max_batch_size: usize,
+    pub max_num_tokens: usize,
+    pub max_queue_size: usize,
+    /// Longest sequence (prompt + generated); default the model's context.
+    pub max_seq_len: Option<usize>,
+    pub policy: CapacityPolicy,
+    pub chunked_context: bool,
+    pub max_beam_width: usize,
+}
+
+impl LlmConfig {
+    pub fn new(model: impl Into<String>) -> Self {
+        LlmConfig {
+            model: model.into(),
+            weights: WeightFormat::Native,
+            tokens_per_block: 32,
+            kv_cache_fraction: 0.25,
+            kv_cache_bytes: Some(4 << 30),
+            enable_kv_cache_reuse: true,
+            kv_host_cache_bytes: 0,
+            max_batch_size: 64,
+            max_num_tokens: 2048,
+            max_queue_size: 1024,
+            max_seq_len: None,
+            policy: CapacityPolicy::GuaranteedNoEvict,
+            chunked_context: true,
+            max_beam_width: 4,
+        }
+    }
+}
+
+/// A loaded model with its tokenizer and a running executor.
 pub struct Llm {
-    pub model: Model,
-    pub tokenizer: Tokenizer,
+    pub model: Arc<Model>,
+    pub tokenizer: Arc<Tokenizer>,
     pub path: PathBuf,
+    pub config: LlmConfig,
+    executor: Executor,
 }
 
 /// One prompt's result.
@@ -43,20 +104,53 @@ pub struct Completion {
     pub text: String,
     pub token_ids: Vec<u32>,
     pub finish_reason: FinishReason,
+    pub logprobs: Vec<TokenLogprobs>,
+    pub cum_logprob: f32,
+    pub prompt_tokens: usize,
+    pub reused_tokens: usize,
 }
 
 impl Llm {
-    /// Loads a model by path or known name (fetching it if needed), weights in their native
-    /// block format on the CPU.
+    /// Loads a model by path or known name (fetching it if needed) with default settings.
     pub fn load(spec: &str) -> Result<Llm, LlmError> {
-        Self::load_with(spec, WeightFormat::Native)
+        Self::new(LlmConfig::new(spec))
     }
 
     /// As [`Llm::load`] with a chosen weight format.
-    pub fn load_with(spec: &str, format: WeightFormat) -> Result<Llm, LlmError> {
-        let path = crate::fetch::resolve(spec)?;
-        let (model, tokenizer) = crate::load::load_path(&path, format)?;
-        Ok(Llm { model, tokenizer, path })
+    pub fn load_with(spec: &str, weights: WeightFormat) -> Result<Llm, LlmError> {
+        Self::new(LlmConfig { weights, ..LlmConfig::new(spec) })
+    }
+
+    /// Loads the model, sizes the KV cache from available memory and starts the executor.
+    pub fn new(config: LlmConfig) -> Result<Llm, LlmError> {
+        let path = crate::fetch::resolve(&config.model)?;
+        let (model, tokenizer) = crate::load::load_path(&path, config.weights)?;
+        let model = Arc::new(model);
+        let tokenizer = Arc::new(tokenizer);
+        let max_seq_len = config.max_seq_len.unwrap_or(model.config().max_position).min(model.config().max_position);
+        let bytes_per_token = cpu_kv_bytes_per_token(&model);
+        let sizing = KvSizing { bytes_per_token, tokens_per_block: config.tokens_per_block, max_seq_len };
+        let num_blocks = size_kv_cache(&sizing, available_memory(), Some(config.kv_cache_fraction), config.kv_cache_bytes).map_err(|e| LlmError::KvCache(e.to_string()))?;
+        let block_bytes = bytes_per_token * config.tokens_per_block as u64;
+        let host_cache_blocks = (config.kv_host_cache_bytes / block_bytes.max(1)) as usize;
+        let kv = KvCacheConfig { tokens_per_block: config.tokens_per_block, num_blocks, enable_reuse: config.enable_kv_cache_reuse, host_cache_blocks };
+        let scheduler = SchedulerConfig {
+            max_batch_size: config.max_batch_size,
+            max_num_tokens: config.max_num_tokens,
+            max_queue_size: config.max_queue_size,
+            max_seq_len,
+            policy: config.policy,
+            chunked_context: config.chunked_context,
+        };
+        let backend = CpuBackend::new(model.clone(), num_blocks, config.tokens_per_block, host_cache_blocks);
+        let exec_cfg = ExecutorConfig { scheduler, kv, max_beam_width: config.max_beam_width, end_ids: tokenizer.stop_ids().to_vec() };
+        let executor = Executor::new(exec_cfg, Box::new(backend), Arc::new(TokenizerDetok(tokenizer.clone())))?;
+        Ok(Llm { model, tokenizer, path, config, executor })
+    }
+
+    /// The executor (submit, cancel, stats).
+    pub fn executor(&self) -> &Executor {
+        &self.executor
     }
 
     /// Token ids that end generation (the tokenizer's EOS and end-of-turn tokens).
@@ -84,13 +178,56 @@ impl Llm {
         Ok(ids)
     }
 
-    /// Generates for every prompt as one batch.
-    pub fn generate(&self, prompts: &[&str], chat: bool, params: &GenParams) -> Result<Vec<Completion>, LlmError> {
-        params.validate().map_err(LlmError::Invalid)?;
-        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p, chat)).collect::<Result<_, _>>()?;
-        let outs = generate_batch(&self.model, &ids, params, |_, _| {});
-        outs.into_iter()
-            .map(|g| Ok(Completion { text: self.tokenizer.decode(&g.token_ids, true)?, token_ids: g.token_ids, finish_reason: g.finish_reason }))
-            .collect()
+    /// Submits one tokenized prompt; outputs stream on the handle.
+    pub fn submit(&self, prompt: Vec<u32>, sampling: &SamplingParams) -> Result<Handle, LlmError> {
+        Ok(self.executor.submit(Request { prompt, sampling: sampling.clone() })?)
     }
+
+    /// Generates for every prompt, all in flight together.
+    pub fn generate<S: AsRef<str>>(&self, prompts: &[S], sampling: &SamplingParams) -> Result<Vec<Completion>, LlmError> {
+        self.run(prompts, false, sampling)
+    }
+
+    /// As [`Llm::generate`], each prompt sent as a user message through the chat template.
+    pub fn chat<S: AsRef<str>>(&self, prompts: &[S], sampling: &SamplingParams) -> Result<Vec<Completion>, LlmError> {
+        self.run(prompts, true, sampling)
+    }
+
+    fn run<S: AsRef<str>>(&self, prompts: &[S], chat: bool, sampling: &SamplingParams) -> Result<Vec<Completion>, LlmError> {
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.prompt_ids(p.as_ref(), chat)).collect::<Result<_, _>>()?;
+        let mut handles = Vec::with_capacity(ids.len());
+        for p in ids {
+            match self.submit(p, sampling) {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    for h in &handles {
+                        self.executor.cancel(h.id);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(handles.into_iter().map(|h| completion(h.wait())).collect())
+    }
+}
+
+fn completion(o: host_runtime::executor::Output) -> Completion {
+    Completion {
+        text: o.text,
+        token_ids: o.token_ids,
+        finish_reason: o.finish.unwrap_or(FinishReason::Error("no final output".into())),
+        logprobs: o.logprobs,
+        cum_logprob: o.cum_logprob,
+        prompt_tokens: o.prompt_tokens,
+        reused_tokens: o.reused_tokens,
+    }
+}
+
+/// Memory the KV cache may draw from on the CPU: `MemAvailable` (Linux), else 4 GiB.
+fn available_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map(|kb| kb * 1024)
+        .unwrap_or(4 << 30)
 }

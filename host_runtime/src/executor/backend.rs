@@ -1,0 +1,35 @@
+//! The [`Backend`] trait: what the executor needs from a device (the CPU reference backend
+//! now, the GPU backend later). A backend owns the KV storage (blocks numbered as the
+//! scheduler's block pool numbers them) and runs one forward step for a whole batch.
+
+use crate::kv::BlockId;
+
+/// One request's part of a step.
+#[derive(Clone, Copy, Debug)]
+pub struct BackendItem<'a> {
+    /// Tokens to compute (a context chunk, or the last sampled token).
+    pub tokens: &'a [u32],
+    /// Position of `tokens[0]`; earlier positions are in the KV cache already.
+    pub start_pos: usize,
+    /// The request's block table (covers `start_pos + tokens.len()` positions).
+    pub block_table: &'a [BlockId],
+    /// Whether logits of the last token are wanted.
+    pub needs_logits: bool,
+}
+
+/// A backend failure; the requests of the failed step end with this message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("backend: {0}")]
+pub struct BackendError(pub String);
+
+/// A device that runs forward steps over a paged KV cache.
+pub trait Backend: Send + 'static {
+    /// Length of each logits row.
+    fn vocab_size(&self) -> usize;
+    /// Runs one step; returns one logits row per item with `needs_logits`, in item order.
+    fn step(&mut self, items: &[BackendItem]) -> Result<Vec<Vec<f32>>, BackendError>;
+    /// Copies device block `block` to host-tier slot `slot` (before it is reused).
+    fn swap_out(&mut self, block: BlockId, slot: usize) -> Result<(), BackendError>;
+    /// Copies host-tier slot `slot` back into device block `block`.
+    fn swap_in(&mut self, slot: usize, block: BlockId) -> Result<(), BackendError>;
+}

@@ -1,0 +1,198 @@
+//! The executor's loop: schedule → backend step → sample → update, on one thread.
+//!
+//! State shared with callers ([`Shared`]) sits behind one mutex that the loop holds only
+//! while planning a step and while applying its results, never during the backend's
+//! forward pass, so `submit` and `cancel` answer at once.
+
+use super::backend::{Backend, BackendItem};
+use super::detok::Detokenizer;
+use super::request::FinishReason;
+use super::sequence::Sequence;
+use crate::scheduler::{RequestId, Scheduler, Step, StepItem};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+/// Everything the loop and the callers share.
+pub(super) struct Shared {
+    pub scheduler: Scheduler,
+    pub sequences: HashMap<RequestId, Sequence>,
+    pub next_id: RequestId,
+    /// No new requests (draining or stopped).
+    pub closed: bool,
+    /// The loop must exit (after draining when `drain`).
+    pub stop: bool,
+    pub drain: bool,
+    pub steps: u64,
+    /// Whether the loop thread is alive (readiness).
+    pub alive: bool,
+    pub last_stats: Option<String>,
+}
+
+pub(super) struct LoopCtx {
+    pub shared: Arc<(Mutex<Shared>, Condvar)>,
+    pub backend: Box<dyn Backend>,
+    pub detok: Arc<dyn Detokenizer>,
+    pub max_seq_len: usize,
+}
+
+/// Marks the loop dead when it exits, however it exits.
+struct AliveGuard(Arc<(Mutex<Shared>, Condvar)>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.0;
+        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        s.alive = false;
+        s.closed = true;
+        let ids: Vec<RequestId> = s.sequences.keys().copied().collect();
+        for id in ids {
+            if let Some(mut seq) = s.sequences.remove(&id) {
+                seq.finish(FinishReason::Error("the engine loop stopped".into()));
+            }
+            s.scheduler.cancel(id);
+        }
+        cv.notify_all();
+    }
+}
+
+impl LoopCtx {
+    pub fn run(mut self) {
+        let _guard = AliveGuard(self.shared.clone());
+        let _ = &self.detok;
+        while let Some(step) = self.plan() {
+            let t0 = Instant::now();
+            let result = self.compute(&step);
+            self.apply(step, result, t0);
+        }
+    }
+
+    /// Waits for work and plans the next step; `None` when the loop should exit.
+    fn plan(&mut self) -> Option<Step> {
+        let (lock, cv) = &*self.shared;
+        let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if s.stop && (!s.drain || s.sequences.is_empty()) {
+                return None;
+            }
+            if !s.sequences.is_empty() {
+                let step = s.scheduler.schedule();
+                if !step.items.is_empty() || !step.preempted.is_empty() {
+                    return Some(step);
+                }
+                // Nothing fits right now (waiting on memory held by nobody would be a
+                // scheduler bug; sleep briefly rather than spin).
+                let (g, _) = cv.wait_timeout(s, std::time::Duration::from_millis(5)).unwrap_or_else(|e| e.into_inner());
+                s = g;
+                continue;
+            }
+            s = cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Runs the host-tier copies and the forward pass (no lock held). A panicking backend
+    /// is caught and turned into an error for this step's requests.
+    fn compute(&mut self, step: &Step) -> Result<Vec<Vec<f32>>, String> {
+        let backend = &mut self.backend;
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<Vec<f32>>, String> {
+            for &(block, slot) in &step.swap_out {
+                backend.swap_out(block, slot).map_err(|e| e.to_string())?;
+            }
+            for &(slot, block) in &step.swap_in {
+                backend.swap_in(slot, block).map_err(|e| e.to_string())?;
+            }
+            let items: Vec<BackendItem> = step
+                .items
+                .iter()
+                .map(|it| BackendItem { tokens: &it.tokens, start_pos: it.start_pos, block_table: &it.block_table, needs_logits: it.needs_logits })
+                .collect();
+            if items.is_empty() {
+                return Ok(Vec::new());
+            }
+            let logits = backend.step(&items).map_err(|e| e.to_string())?;
+            let want = items.iter().filter(|i| i.needs_logits).count();
+            if logits.len() != want {
+                return Err(format!("backend returned {} logits rows for {want} requests", logits.len()));
+            }
+            Ok(logits)
+        }));
+        match run {
+            Ok(r) => r,
+            Err(p) => Err(format!("backend panicked: {}", panic_message(&p))),
+        }
+    }
+
+    /// Samples and updates every request of the step, then publishes iteration stats.
+    fn apply(&mut self, step: Step, result: Result<Vec<Vec<f32>>, String>, t0: Instant) {
+        let (lock, cv) = &*self.shared;
+        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut *guard;
+        s.steps += 1;
+        match result {
+            Err(msg) => {
+                for it in &step.items {
+                    if let Some(mut seq) = s.sequences.remove(&it.id) {
+                        seq.finish(FinishReason::Error(msg.clone()));
+                    }
+                    s.scheduler.cancel(it.id);
+                }
+            }
+            Ok(mut logits) => {
+                let mut row = 0;
+                for it in &step.items {
+                    let sampled = if it.needs_logits {
+                        row += 1;
+                        Some(&mut logits[row - 1])
+                    } else {
+                        None
+                    };
+                    self.update(s, it, sampled);
+                }
+            }
+        }
+        let compute_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let stats = s.scheduler.stats();
+        if let Ok(mut v) = serde_json::to_value(&stats) {
+            v["step_ms"] = serde_json::json!(compute_ms);
+            let line = v.to_string();
+            tracing::debug!(target: "inflight::iteration", "{line}");
+            s.last_stats = Some(line);
+        }
+        cv.notify_all();
+    }
+
+    /// One request after the step: sample if it produced logits, end it if it is done.
+    fn update(&self, s: &mut Shared, it: &StepItem, logits: Option<&mut Vec<f32>>) {
+        let id = it.id;
+        let Some(seq) = s.sequences.get_mut(&id) else {
+            return; // cancelled during the step
+        };
+        if it.is_context && !seq.seen_context {
+            // The first chunk starts after the prefix the cache already held.
+            seq.seen_context = true;
+            seq.reused_tokens = it.start_pos;
+        }
+        let Some(logits) = logits else {
+            s.scheduler.on_step_done(id, None);
+            return;
+        };
+        let tok = seq.sample(logits);
+        s.scheduler.on_step_done(id, Some(tok));
+        let context_left = self.max_seq_len.saturating_sub(it.start_pos + it.tokens.len() + 1);
+        let ended = seq.advance(context_left).is_some() || seq.disconnected;
+        if ended {
+            s.sequences.remove(&id);
+            s.scheduler.finish(id);
+        }
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}

@@ -1,0 +1,170 @@
+//! One running request's output state: sampler, stop conditions, and what has been
+//! released to the caller. Tokens that could still turn out to be the start of a stop
+//! token sequence, and text that could be the start of a stop string, are held back until
+//! they are known not to be; stop matches are never released.
+
+use super::detok::TextStream;
+use super::request::{FinishReason, Output, OutputSink, TokenLogprobs};
+use crate::sampling::{Sampled, Sampler, SamplingParams, StopMatcher};
+
+pub(super) struct Sequence {
+    pub params: SamplingParams,
+    pub prompt_len: usize,
+    pub sampler: Sampler,
+    stop: StopMatcher,
+    sink: Box<dyn OutputSink>,
+    text_stream: Box<dyn TextStream>,
+    /// Every sampled token (stop matches included until stripped).
+    pub generated: Vec<u32>,
+    logprobs: Vec<TokenLogprobs>,
+    /// `generated[..released]` went to the caller.
+    released: usize,
+    /// Text of `generated[..released]`; `text[..text_released]` went to the caller.
+    text: String,
+    text_released: usize,
+    cum_logprob: f32,
+    pub reused_tokens: usize,
+    /// A context chunk of this request was seen (the first one tells the reused prefix).
+    pub seen_context: bool,
+    /// The receiver went away.
+    pub disconnected: bool,
+}
+
+impl Sequence {
+    pub fn new(params: SamplingParams, prompt: &[u32], end_ids: &[u32], sink: Box<dyn OutputSink>, text_stream: Box<dyn TextStream>) -> Self {
+        Sequence {
+            sampler: Sampler::new(&params, prompt, end_ids),
+            stop: StopMatcher::new(&params, end_ids),
+            prompt_len: prompt.len(),
+            params,
+            sink,
+            text_stream,
+            generated: Vec::new(),
+            logprobs: Vec::new(),
+            released: 0,
+            text: String::new(),
+            text_released: 0,
+            cum_logprob: 0.0,
+            reused_tokens: 0,
+            seen_context: false,
+            disconnected: false,
+        }
+    }
+
+    /// Samples the next token from `logits` and records it. Returns it.
+    pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        let s: Sampled = self.sampler.sample(logits, &self.generated);
+        self.sampler.accept(s.id);
+        self.generated.push(s.id);
+        self.logprobs.push(TokenLogprobs { id: s.id, logprob: s.logprob, top: s.top });
+        s.id
+    }
+
+    /// After a token was added: decides whether the request ends (stop or length, given the
+    /// positions the model still has) and releases what can be released. Returns the reason
+    /// when it ended (the final output was sent).
+    pub fn advance(&mut self, context_left: usize) -> Option<FinishReason> {
+        if let Some(strip) = self.stop.check_tokens(&self.generated) {
+            let keep = self.generated.len().saturating_sub(strip).max(self.released);
+            self.generated.truncate(keep);
+            self.logprobs.truncate(keep);
+            return Some(self.finish(FinishReason::Stop));
+        }
+        let hold = self.token_holdback();
+        let upto = self.generated.len() - hold;
+        let (ids, lps) = self.take_tokens(upto);
+        if let Some(cut) = self.stop.check_text(&self.text) {
+            self.text.truncate(cut.max(self.text_released));
+            let reason = FinishReason::Stop;
+            return Some(self.send_final(ids, lps, reason));
+        }
+        if self.generated.len() >= self.params.max_new_tokens || context_left == 0 {
+            return Some(self.send_final(ids, lps, FinishReason::Length));
+        }
+        let text_hold = self.stop.holdback(&self.text);
+        let text_end = self.text.len() - text_hold;
+        let text = self.text_delta(text_end);
+        if !ids.is_empty() || !text.is_empty() {
+            self.emit(Output { token_ids: ids, text, logprobs: lps, ..Default::default() });
+        }
+        None
+    }
+
+    /// Ends the request now (stop, cancel, error): releases what is held (except for
+    /// cancel/error) and sends the final output.
+    pub fn finish(&mut self, reason: FinishReason) -> FinishReason {
+        let flush = matches!(reason, FinishReason::Stop | FinishReason::Length);
+        let (ids, lps) = if flush { self.take_tokens(self.generated.len()) } else { (Vec::new(), Vec::new()) };
+        if flush {
+            if let Some(cut) = self.stop.check_text(&self.text) {
+                self.text.truncate(cut.max(self.text_released));
+            }
+        }
+        self.send_final(ids, lps, reason)
+    }
+
+    fn send_final(&mut self, ids: Vec<u32>, lps: Vec<TokenLogprobs>, reason: FinishReason) -> FinishReason {
+        let text = if matches!(reason, FinishReason::Stop | FinishReason::Length) {
+            let tail = self.text_stream.finish();
+            self.text.push_str(&tail);
+            if let Some(cut) = self.stop.check_text(&self.text) {
+                self.text.truncate(cut.max(self.text_released));
+            }
+            self.text_delta(self.text.len())
+        } else {
+            String::new()
+        };
+        self.emit(Output { token_ids: ids, text, logprobs: lps, finish: Some(reason.clone()), ..Default::default() });
+        reason
+    }
+
+    /// Tokens at the end of `generated` that are a proper prefix of some stop sequence.
+    fn token_holdback(&self) -> usize {
+        let g = &self.generated[self.released..];
+        let mut hold = 0;
+        for seq in &self.params.stop_token_ids {
+            for k in (1..seq.len()).rev() {
+                if k <= g.len() && k > hold && g[g.len() - k..] == seq[..k] {
+                    hold = k;
+                    break;
+                }
+            }
+        }
+        hold
+    }
+
+    /// Releases `generated[released..upto]`: returns them with their log-probs and feeds
+    /// their text into `self.text`.
+    fn take_tokens(&mut self, upto: usize) -> (Vec<u32>, Vec<TokenLogprobs>) {
+        let upto = upto.max(self.released).min(self.generated.len());
+        let ids = self.generated[self.released..upto].to_vec();
+        let lps = if self.params.logprobs.is_some() { self.logprobs[self.released..upto].to_vec() } else { Vec::new() };
+        for &id in &ids {
+            let piece = self.text_stream.push(id);
+            self.text.push_str(&piece);
+        }
+        self.cum_logprob += self.logprobs[self.released..upto].iter().map(|l| l.logprob).sum::<f32>();
+        self.released = upto;
+        (ids, lps)
+    }
+
+    fn text_delta(&mut self, end: usize) -> String {
+        let mut end = end.max(self.text_released).min(self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let delta = self.text[self.text_released..end].to_string();
+        self.text_released = end;
+        delta
+    }
+
+    fn emit(&mut self, mut out: Output) {
+        out.cum_logprob = self.cum_logprob;
+        out.prompt_tokens = self.prompt_len;
+        out.generated_tokens = self.released;
+        out.reused_tokens = self.reused_tokens;
+        if !self.disconnected && !self.sink.send(out) {
+            self.disconnected = true;
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! The per-request token sampler ([`Sampler`]): processors, then greedy or
+//! temperature/top-k/top-p/min-p sampling, with log-probs.
+//!
+//! Order (each step on one row of logits, vocabulary `V`):
+//!
+//! 1. processors in place ([`super::processors`]): repetition, presence/frequency, bad
+//!    words, min-tokens masking; NaN logits are then treated as `-inf`;
+//! 2. temperature 0: greedy, one pass over the logits (argmax, ties → lowest id, together
+//!    with the online log-sum-exp for the log-prob at temperature 1); done;
+//! 3. temperature: weights `w_i = exp((x_i - max) / T)` (f32, so the top token has `w = 1`),
+//!    `Z = Σ w_i` accumulated in f64;
+//! 4. top-k: the `k` largest logits (ties → lower id) by `select_nth_unstable` on u64 keys
+//!    (order-preserving logit bits, id), no sort;
+//! 5. top-p: the smallest most-likely prefix (of the top-k set, renormalised) with mass
+//!    ≥ `p`, found by sorting growing chunks (64, ×8, ...) so that a peaked distribution
+//!    never sorts the whole vocabulary;
+//! 6. min-p: keep `w_i ≥ min_p` (= `p_i ≥ min_p × p_max`, unchanged by renormalisation);
+//! 7. draw `u ∈ [0, 1)` from the request's ChaCha12 and walk the kept tokens accumulating
+//!    their weights in f64 until the sum passes `u × Σ kept`.
+//!
+//! Log-probs ([`Sampled::logprob`], [`Sampled::top`]) are the log-softmax of the processed,
+//! temperature-scaled logits *before* truncation (temperature 1 for greedy), computed in f64
+//! from the same `max` and `Z`. Scratch buffers (weights, candidate ids) live in the
+//! `Sampler` and are reused every step.
+
+use super::params::SamplingParams;
+use super::processors::{Processors, TokenCounts};
+use super::rng::RequestRng;
+use serde::{Deserialize, Serialize};
+
+/// A token and its log-probability.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+}
+
+/// One sampled token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampled {
+    pub id: u32,
+    /// Log-softmax of the chosen token under the processed, temperature-scaled distribution
+    /// (before top-k/top-p/min-p truncation; temperature 1 for greedy). `-inf` when every
+    /// token was masked.
+    pub logprob: f32,
+    /// The `logprobs` most likely tokens, best first (ties → lower id); empty unless asked.
+    pub top: Vec<TokenLogprob>,
+}
+
+/// One pass over `logits`: the argmax (ties → lowest index, NaN skipped), the max, and
+/// `ln Σ exp(x - max)` (f64 accumulation). All `-inf`/NaN: `(0, -inf, -inf)`.
+pub fn argmax_logsumexp(logits: &[f32]) -> (u32, f32, f64) {
+    let mut best = 0u32;
+    let mut m = f32::NEG_INFINITY;
+    let mut s = 0f64;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > m {
+            // A new max rescales the running sum (m = -inf: s is 0 and stays 0).
+            s = s * f64::from(m - x).exp() + 1.0;
+            m = x;
+            best = i as u32;
+        } else if x > f32::NEG_INFINITY {
+            s += f64::from((x - m).exp());
+        }
+    }
+    (best, m, s.ln())
+}
+
+/// The `n` largest logits' ids, best first, ties → lower id, NaN skipped.
+pub fn top_n_ids(logits: &[f32], n: usize) -> Vec<u32> {
+    let mut top: Vec<(f32, u32)> = Vec::with_capacity(n + 1);
+    if n == 0 {
+        return Vec::new();
+    }
+    for (i, &x) in logits.iter().enumerate() {
+        if x.is_nan() || (top.len() == n && x <= top[n - 1].0) {
+            continue;
+        }
+        // Equal values stay in index order: a later index goes after them.
+        let pos = top.partition_point(|&(v, _)| v >= x);
+        top.insert(pos, (x, i as u32));
+        top.truncate(n);
+    }
+    top.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Per-request sampling state: the configured processors, the generated-token counts for
+/// the penalties, the seeded generator and reusable scratch buffers.
+///
+/// Counting generated tokens: [`Sampler::sample`] counts the tokens of `generated` past
+/// those already counted, and [`Sampler::accept`] counts one token; calling `accept(t)` and
+/// then passing a `generated` that ends with `t` counts `t` once. So an executor may call
+/// either or both.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    min_p: f32,
+    logprobs: Option<usize>,
+    end_ids: Vec<u32>,
+    processors: Processors,
+    counts: TokenCounts,
+    rng: RequestRng,
+    weights: Vec<f32>,
+    /// Candidate sort keys (see [`rank_key`]).
+    keys: Vec<u64>,
+}
+
+impl Sampler {
+    /// `end_ids`: the model's end ids (replaced by `params.end_id` when set, ignored with
+    /// `ignore_eos`, masked before `min_new_tokens`). `params` must have passed
+    /// [`SamplingParams::validate`].
+    pub fn new(params: &SamplingParams, prompt: &[u32], end_ids: &[u32]) -> Sampler {
+        Sampler::for_sequence(params, prompt, end_ids, 0)
+    }
+
+    /// The sampler of sequence `index` of an `n > 1` request: the same seed, stream `index`,
+    /// so the `n` sequences differ yet each is reproducible.
+    pub fn for_sequence(params: &SamplingParams, prompt: &[u32], end_ids: &[u32], index: usize) -> Sampler {
+        let end_ids = params.effective_end_ids(end_ids);
+        Sampler {
+            temperature: params.temperature,
+            top_k: params.top_k.max(0) as usize,
+            top_p: params.top_p,
+            min_p: params.min_p,
+            logprobs: params.logprobs,
+            processors: Processors::new(params, prompt, &end_ids),
+            end_ids,
+            counts: TokenCounts::new(),
+            rng: RequestRng::new(params.seed, index as u64),
+            weights: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// The end ids in force.
+    pub fn end_ids(&self) -> &[u32] {
+        &self.end_ids
+    }
+
+    /// Applies the processors to `logits` in place (penalties, bad words, min-token
+    /// masking; NaN → `-inf` when sampling) and samples one token. `generated` = the
+    /// tokens generated so far (bad words, penalties, `min_new_tokens`). On return `logits`
+    /// holds the processed logits (no temperature). The chosen token is *not* counted; see
+    /// [`Sampler::accept`].
+    pub fn sample(&mut self, logits: &mut [f32], generated: &[u32]) -> Sampled {
+        assert!(!logits.is_empty(), "Sampler::sample: empty logits");
+        if self.processors.needs_counts() {
+            self.counts.sync(generated);
+        }
+        self.processors.apply(logits, generated, &self.counts);
+        let inv_t = 1.0 / self.temperature;
+        if self.temperature == 0.0 || !inv_t.is_finite() {
+            self.sample_greedy(logits)
+        } else {
+            self.sample_random(logits)
+        }
+    }
+
+    /// Records a generated token for the penalty counts (optional: `sample` also counts the
+    /// new tokens of `generated`; each token is counted once either way).
+    pub fn accept(&mut self, token: u32) {
+        if self.processors.needs_counts() {
+            self.counts.push(token);
+        }
+    }
+
+    fn top_logprobs(&self, logits: &[f32], logprob: impl Fn(f32) -> f32) -> Vec<TokenLogprob> {
+        match self.logprobs {
+            Some(n) if n > 0 => {
+                top_n_ids(logits, n).into_iter().map(|id| TokenLogprob { id, logprob: logprob(logits[id as usize]) }).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn sample_greedy(&mut self, logits: &[f32]) -> Sampled {
+        let (id, m, lse) = argmax_logsumexp(logits);
+        if m == f32::NEG_INFINITY {
+            return Sampled { id, logprob: f32::NEG_INFINITY, top: Vec::new() };
+        }
+        let logprob = |x: f32| (f64::from(x) - f64::from(m) - lse) as f32;
+        Sampled { id, logprob: logprob(m), top: self.top_logprobs(logits, logprob) }
+    }
+
+    fn sample_random(&mut self, logits: &mut [f32]) -> Sampled {
+        let v = logits.len();
+        // Pass 1: NaN → -inf, the max.
+        let mut m = f32::NEG_INFINITY;
+        let mut amax = 0usize;
+        for (i, x) in logits.iter_mut().enumerate() {
+            if x.is_nan() {
+                *x = f32::NEG_INFINITY;
+            } else if *x > m {
+                m = *x;
+                amax = i;
+            }
+        }
+        if !m.is_finite() {
+            // Every token masked (or a +inf logit): nothing to draw from.
+            let logprob = if m == f32::INFINITY { 0.0 } else { f32::NEG_INFINITY };
+            return Sampled { id: amax as u32, logprob, top: Vec::new() };
+        }
+        // Pass 2: temperature-scaled weights relative to the max.
+        let inv_t = 1.0 / self.temperature;
+        self.weights.clear();
+        self.weights.reserve(v);
+        let mut z = 0f64;
+        for &x in logits.iter() {
+            let w = ((x - m) * inv_t).exp();
+            self.weights.push(w);
+            z += f64::from(w);
+        }
+        let lse = z.ln();
+        let w = &self.weights[..];
+        let logits_ro: &[f32] = logits;
+        let k = if self.top_k == 0 || self.top_k >= v { v } else { self.top_k };
+        let min_p = self.min_p;
+        let keep = |i: u32| w[i as usize] >= min_p;
+        let u = self.rng.uniform();
+
+        let chosen = if k == v && self.top_p >= 1.0 {
+            // The whole vocabulary (min-p filtered): no candidate list at all.
+            let total: f64 = if min_p > 0.0 { w.iter().filter(|&&x| x >= min_p).map(|&x| f64::from(x)).sum() } else { z };
+            walk((0..v as u32).filter(|&i| keep(i)), w, u * total).unwrap_or(amax as u32)
+        } else {
+            // Ranking by u64 keys (logit descending, then id) keeps the selection and the
+            // sorts on plain integers in one contiguous buffer.
+            let keys = &mut self.keys;
+            keys.clear();
+            keys.extend(logits_ro.iter().enumerate().map(|(i, &x)| rank_key(x, i as u32)));
+            let mut len = v;
+            if k < v {
+                keys.select_nth_unstable(k - 1);
+                len = k;
+            }
+            if self.top_p < 1.0 {
+                let cand = &mut keys[..len];
+                let z_cand = if k < v { cand.iter().map(|&key| f64::from(w[key_id(key) as usize])).sum() } else { z };
+                len = top_p_prefix(cand, w, f64::from(self.top_p) * z_cand);
+            }
+            let cand = keys[..len].iter().map(|&key| key_id(key));
+            let total: f64 = cand.clone().filter(|&i| keep(i)).map(|i| f64::from(w[i as usize])).sum();
+            walk(cand.filter(|&i| keep(i)), w, u * total).unwrap_or(amax as u32)
+        };
+
+        let t = f64::from(self.temperature);
+        let logprob = |x: f32| ((f64::from(x) - f64::from(m)) / t - lse) as f32;
+        Sampled { id: chosen, logprob: logprob(logits_ro[chosen as usize]), top: self.top_logprobs(logits_ro, logprob) }
+    }
+}
+
+/// A sort key ordering tokens by logit descending, then id ascending (`-0.0` ranks as
+/// `0.0`; the logit must not be NaN): the high half is the logit's bits made
+/// order-preserving and inverted, the low half the id.
+fn rank_key(logit: f32, id: u32) -> u64 {
+    let bits = (logit + 0.0).to_bits();
+    let ascending = if bits & 0x8000_0000 != 0 { !bits } else { bits | 0x8000_0000 };
+    (u64::from(!ascending) << 32) | u64::from(id)
+}
+
+fn key_id(key: u64) -> u32 {
+    key as u32
+}
+
+/// Sorts `cand` (rank keys) best first in growing chunks (64, ×8, ...) until the sorted
+/// prefix holds `target` weight; returns that prefix's length (all of `cand` when rounding
+/// keeps it short).
+fn top_p_prefix(cand: &mut [u64], w: &[f32], target: f64) -> usize {
+    let len = cand.len();
+    let mut sorted = 0;
+    let mut chunk = 64;
+    let mut acc = 0f64;
+    while sorted < len {
+        let end = (sorted + chunk).min(len);
+        if end < len {
+            cand[sorted..].select_nth_unstable(end - sorted - 1);
+        }
+        cand[sorted..end].sort_unstable();
+        for (j, &key) in cand[sorted..end].iter().enumerate() {
+            acc += f64::from(w[key_id(key) as usize]);
+            if acc >= target {
+                return sorted + j + 1;
+            }
+        }
+        sorted = end;
+        chunk *= 8;
+    }
+    len
+}
+
+/// The first of `ids` at which the running sum of weights passes `target`; the last id with
+/// positive weight when rounding leaves the sum short; `None` when all weights are zero.
+fn walk(ids: impl Iterator<Item = u32>, w: &[f32], target: f64) -> Option<u32> {
+    let mut acc = 0f64;
+    let mut last = None;
+    for i in ids {
+        let wi = f64::from(w[i as usize]);
+        if wi > 0.0 {
+            acc += wi;
+            last = Some(i);
+            if acc > target {
+                return Some(i);
+            }
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Rng;
+    use proptest::prelude::*;
+
+    fn random_logits(r: &mut Rng, v: usize, spread: f32) -> Vec<f32> {
+        (0..v).map(|_| r.uniform(-spread, spread)).collect()
+    }
+
+    /// f64 log-softmax of `logits / t`.
+    fn log_softmax(logits: &[f32], t: f64) -> Vec<f64> {
+        let s: Vec<f64> = logits.iter().map(|&x| f64::from(x) / t).collect();
+        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + s.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+        s.iter().map(|x| x - lse).collect()
+    }
+
+    /// Ids sorted best first (ties → lower id).
+    fn sorted_ids(logits: &[f32]) -> Vec<usize> {
+        let mut ids: Vec<usize> = (0..logits.len()).collect();
+        ids.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap().then(a.cmp(&b)));
+        ids
+    }
+
+    /// The reference allowed set: top-k, then the smallest prefix with mass ≥ p (of the
+    /// renormalised top-k set), then min-p, all in f64. `slack` widens each cut so that
+    /// rounding at a boundary cannot fail the test.
+    fn reference_allowed(logits: &[f32], t: f64, k: usize, p: f64, min_p: f64, slack: f64) -> Vec<bool> {
+        let v = logits.len();
+        let lp = log_softmax(logits, t);
+        let ids = sorted_ids(logits);
+        let k = if k == 0 { v } else { k.min(v) };
+        let mass: f64 = ids[..k].iter().map(|&i| lp[i].exp()).sum();
+        let mut cut = k;
+        if p < 1.0 {
+            let mut acc = 0.0;
+            for (j, &i) in ids[..k].iter().enumerate() {
+                acc += lp[i].exp() / mass;
+                if acc >= (p + slack).min(1.0) {
+                    cut = j + 1;
+                    break;
+                }
+            }
+        }
+        let pmax = lp[ids[0]].exp();
+        let mut allowed = vec![false; v];
+        for &i in &ids[..cut] {
+            allowed[i] = lp[i].exp() >= (min_p - slack) * pmax;
+        }
+        allowed
+    }
+
+    fn draw(params: &SamplingParams, logits: &[f32], draws: usize) -> Vec<u32> {
+        let mut s = Sampler::new(params, &[], &[]);
+        (0..draws).map(|_| s.sample(&mut logits.to_vec(), &[]).id).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn greedy_is_argmax_with_lowest_tie(seed in any::<u64>(), v in 1usize..300, dup in 0usize..4) {
+            let mut r = Rng::new(seed);
+            let mut logits = random_logits(&mut r, v, 8.0);
+            // Copy the max to a few random places so that ties happen.
+            let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            for _ in 0..dup {
+                logits[r.below(v as u64) as usize] = max;
+            }
+            let want = logits.iter().position(|&x| x == max).unwrap() as u32;
+            let params = SamplingParams { temperature: 0.0, logprobs: Some(5), ..Default::default() };
+            let got = Sampler::new(&params, &[], &[]).sample(&mut logits.clone(), &[]);
+            prop_assert_eq!(got.id, want);
+            let lp = log_softmax(&logits, 1.0);
+            prop_assert!((f64::from(got.logprob) - lp[want as usize]).abs() < 1e-5);
+            let ids = sorted_ids(&logits);
+            prop_assert_eq!(got.top.iter().map(|t| t.id as usize).collect::<Vec<_>>(), ids[..5.min(v)].to_vec());
+        }
+
+        #[test]
+        fn low_temperature_limit_is_greedy(seed in any::<u64>(), v in 2usize..200) {
+            let mut r = Rng::new(seed);
+            let logits = random_logits(&mut r, v, 10.0);
+            let ids = sorted_ids(&logits);
+            prop_assume!(logits[ids[0]] - logits[ids[1]] > 1e-3);
+            for t in [1e-6f32, 1e-20, 1e-40] {
+                let params = SamplingParams { temperature: t, seed: Some(seed), ..Default::default() };
+                prop_assert!(draw(&params, &logits, 8).iter().all(|&i| i as usize == ids[0]));
+            }
+        }
+
+        #[test]
+        fn top_k_1_is_greedy(seed in any::<u64>(), v in 1usize..300, t in 0.1f32..3.0) {
+            let mut r = Rng::new(seed);
+            let logits = random_logits(&mut r, v, 5.0);
+            let params = SamplingParams { temperature: t, top_k: 1, seed: Some(seed), ..Default::default() };
+            let want = sorted_ids(&logits)[0] as u32;
+            prop_assert!(draw(&params, &logits, 10).iter().all(|&i| i == want));
+        }
+
+        #[test]
+        fn top_k_stays_in_the_k_largest(seed in any::<u64>(), v in 2usize..300, k in 1i64..40, t in 0.2f32..4.0) {
+            let mut r = Rng::new(seed);
+            let logits = random_logits(&mut r, v, 3.0);
+            let params = SamplingParams { temperature: t, top_k: k, seed: Some(seed), ..Default::default() };
+            let allowed = reference_allowed(&logits, f64::from(t), k as usize, 1.0, 0.0, 0.0);
+            for id in draw(&params, &logits, 30) {
+                prop_assert!(allowed[id as usize], "token {} outside the top {}", id, k);
+            }
+        }
+
+        #[test]
+        fn top_p_stays_in_the_nucleus(seed in any::<u64>(), v in 2usize..400, p in 0.05f32..1.0, t in 0.2f32..3.0) {
+            let mut r = Rng::new(seed);
+            let logits = random_logits(&mut r, v, 4.0);
+            let params = SamplingParams { temperature: t, top_p: p, seed: Some(seed), ..Default::default() };
+            let allowed = reference_allowed(&logits, f64::from(t), 0, f64::from(p), 0.0, 1e-5);
+            for id in draw(&params, &logits, 30) {
+                prop_assert!(allowed[id as usize], "token {} outside the top-p {} set", id, p);
+            }
+        }
+
+        #[test]
+        fn min_p_keeps_only_likely_tokens(seed in any::<u64>(), v in 2usize..400, mp in 0.0f32..1.0, t in 0.2f32..3.0) {
+            let mut r = Rng::new(seed);
+            let logits = random_logits(&mut r, v, 4.0);
+            let params = SamplingParams { temperature: t, min_p: mp, seed: Some(seed), ..Default::default() };
+            let allowed = reference_allowed(&logits, f64::from(t), 0, 1.0, f64::from(mp), 1e-5);
+            for id in draw(&params, &logits, 30) {
+                prop_assert!(allowed[id as usize], "token {} below min_p {}", id, mp);
+            }
+        }
+
+        #[test]
+        fn combined_truncation_matches_reference(
+            seed in any::<u64>(), v in 2usize..400, k in 0i64..50, p in 0.05f32..1.0, mp in 0.0f32..0.5, t in 0.2f32..3.0,
+        ) {
+            let mut r = Rng::new(seed);
+            let logits = random_logits(&mut r, v, 4.0);
+            let params = SamplingParams { temperature: t, top_k: k, top_p: p, min_p: mp, seed: Some(seed), ..Default::default() };
+            let allowed = reference_allowed(&logits, f64::from(t), k as usize, f64::from(p), f64::from(mp), 1e-5);
+            for id in draw(&params, &logits, 30) {
+                prop_assert!(allowed[id as usize], "token {} not allowed", id);
+            }
+        }
+
+        #[test]
+        fn logprobs_match_f64_reference(seed in any::<u64>(), v in 1usize..500, t in 0.05f32..3.0, n in 0usize..=20) {
+            let mut r = Rng::new(seed);
+            let logits = random_logits(&mut r, v, 20.0);
+            let params = SamplingParams { temperature: t, logprobs: Some(n), seed: Some(seed), ..Default::default() };
+            let mut s = Sampler::new(&params, &[], &[]);
+            let got = s.sample(&mut logits.clone(), &[]);
+            let lp = log_softmax(&logits, f64::from(t));
+            // 1e-5 absolute, relative past |logprob| 1 (an f32 near -700 is only good to 6e-5).
+            let close = |got: f32, want: f64| (f64::from(got) - want).abs() < 1e-5 * want.abs().max(1.0);
+            prop_assert!(close(got.logprob, lp[got.id as usize]), "{} vs {}", got.logprob, lp[got.id as usize]);
+            let ids = sorted_ids(&logits);
+            prop_assert_eq!(got.top.len(), n.min(v));
+            for (j, tl) in got.top.iter().enumerate() {
+                prop_assert_eq!(tl.id as usize, ids[j]);
+                prop_assert!(close(tl.logprob, lp[ids[j]]), "{} vs {}", tl.logprob, lp[ids[j]]);
+                if j > 0 {
+                    prop_assert!(tl.logprob <= got.top[j - 1].logprob);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn seeded_sampling_is_reproducible_and_seeds_differ() {
+        let mut r = Rng::new(3);
+        let logits = random_logits(&mut r, 50, 1.0);
+        let p = |seed| SamplingParams { seed: Some(seed), top_p: 0.95, top_k: 40, ..Default::default() };
+        let a = draw(&p(11), &logits, 64);
+        assert_eq!(a, draw(&p(11), &logits, 64));
+        assert_ne!(a, draw(&p(12), &logits, 64));
+        // Sequences of one request differ from each other, and each is reproducible.
+        let seq = |i| {
+            let mut s = Sampler::for_sequence(&p(11), &[], &[], i);
+            (0..64).map(|_| s.sample(&mut logits.clone(), &[]).id).collect::<Vec<_>>()
+        };
+        assert_eq!(seq(0), a);
+        assert_ne!(seq(1), a);
+        assert_eq!(seq(1), seq(1));
+    }
+
+    /// Pearson's chi-square of `counts` against `probs` (tokens with probability 0 must never
+    /// be drawn).
+    fn chi_square(counts: &[usize], probs: &[f64], draws: usize) -> f64 {
+        let mut chi = 0.0;
+        for (&c, &p) in counts.iter().zip(probs) {
+            if p == 0.0 {
+                assert_eq!(c, 0, "drew a token of probability 0");
+            } else {
+                let e = p * draws as f64;
+                chi += (c as f64 - e).powi(2) / e;
+            }
+        }
+        chi
+    }
+
+    #[test]
+    fn frequencies_match_probabilities() {
+        const DRAWS: usize = 20_000;
+        let logits = [1.0f32, 0.5, 0.0, -0.5, 2.0, -1.0, 0.25];
+        // Plain temperature; top-k + top-p (cuts inside the top-k set); min-p. The kept set
+        // and the renormalised probabilities come from the f64 reference.
+        let cases = [
+            SamplingParams { temperature: 0.8, seed: Some(1234), ..Default::default() },
+            SamplingParams { temperature: 1.3, top_k: 4, top_p: 0.75, seed: Some(99), ..Default::default() },
+            SamplingParams { temperature: 1.0, min_p: 0.2, seed: Some(7), ..Default::default() },
+        ];
+        for params in cases {
+            let t = f64::from(params.temperature);
+            let allowed = reference_allowed(&logits, t, params.top_k as usize, f64::from(params.top_p), f64::from(params.min_p), 0.0);
+            let lp = log_softmax(&logits, t);
+            let mass: f64 = (0..7).filter(|&i| allowed[i]).map(|i| lp[i].exp()).sum();
+            let probs: Vec<f64> = (0..7).map(|i| if allowed[i] { lp[i].exp() / mass } else { 0.0 }).collect();
+            let mut counts = [0usize; 7];
+            for id in draw(&params, &logits, DRAWS) {
+                counts[id as usize] += 1;
+            }
+            let df = probs.iter().filter(|&&p| p > 0.0).count() - 1;
+            let chi = chi_square(&counts, &probs, DRAWS);
+            // 99.9% quantiles of chi-square for df 1..=6.
+            let crit = [10.83, 13.82, 16.27, 18.47, 20.52, 22.46][df - 1];
+            assert!(chi < crit, "{params:?}: chi-square {chi:.2} ≥ {crit} (df {df}); counts {counts:?}, probs {probs:?}");
+        }
+    }
+
+    #[test]
+    fn top_p_on_a_flat_large_vocabulary_grows_past_the_first_chunk() {
+        let v = 5000;
+        let mut r = Rng::new(8);
+        let logits = random_logits(&mut r, v, 0.5);
+        let params = SamplingParams { top_p: 0.9, seed: Some(5), ..Default::default() };
+        let allowed = reference_allowed(&logits, 1.0, 0, 0.9, 0.0, 1e-5);
+        let kept = allowed.iter().filter(|&&a| a).count();
+        assert!(kept > 512, "the nucleus should need several chunks, has {kept}");
+        let ids = draw(&params, &logits, 300);
+        assert!(ids.iter().all(|&i| allowed[i as usize]));
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert!(distinct.len() > 200);
+    }
+
+    #[test]
+    fn min_new_tokens_masks_the_end_id() {
+        let params = SamplingParams { temperature: 0.0, min_new_tokens: 3, ..Default::default() };
+        let mut s = Sampler::new(&params, &[], &[2]);
+        let logits = vec![0.5, 1.0, 3.0, -1.0];
+        let mut generated = Vec::new();
+        for _ in 0..4 {
+            let t = s.sample(&mut logits.clone(), &generated).id;
+            s.accept(t);
+            generated.push(t);
+        }
+        assert_eq!(generated, vec![1, 1, 1, 2]);
+        // ignore_eos: the end id is an ordinary token and is not masked.
+        let params = SamplingParams { ignore_eos: true, ..params };
+        assert_eq!(Sampler::new(&params, &[], &[2]).sample(&mut logits.clone(), &[]).id, 2);
+        // An end_id override replaces the model's.
+        let params = SamplingParams { ignore_eos: false, end_id: Some(1), ..params };
+        assert_eq!(Sampler::new(&params, &[], &[2]).sample(&mut logits.clone(), &[]).id, 2);
+    }
+
+    #[test]
+    fn penalties_change_the_choice_and_count_each_token_once() {
+        let params = SamplingParams { temperature: 0.0, frequency_penalty: 1.0, ..Default::default() };
+        let base = vec![3.0f32, 2.5, 0.0];
+        // accept + generated: token 0 counted once → 3.0 - 1.0 = 2.0 < 2.5.
+        let mut s = Sampler::new(&params, &[], &[]);
+        s.accept(0);
+        let mut l = base.clone();
+        assert_eq!(s.sample(&mut l, &[0]).id, 1);
+        assert_eq!(l, vec![2.0, 2.5, 0.0]);
+        // Only generated: the same.
+        let mut s = Sampler::new(&params, &[], &[]);
+        assert_eq!(s.sample(&mut base.clone(), &[0]).id, 1);
+        // Repetition penalty sees the prompt.
+        let params = SamplingParams { temperature: 0.0, repetition_penalty: 1.5, ..Default::default() };
+        let mut s = Sampler::new(&params, &[0], &[]);
+        assert_eq!(s.sample(&mut base.clone(), &[]).id, 1);
+    }
+
+    #[test]
+    fn fully_masked_logits_give_minus_infinity() {
+        let params = SamplingParams { bad_words: vec![vec![0], vec![1]], ..Default::default() };
+        let got = Sampler::new(&params, &[], &[]).sample(&mut [1.0, 2.0], &[]);
+        assert_eq!(got.logprob, f32::NEG_INFINITY);
+        let params = SamplingParams { temperature: 0.0, ..params };
+        let got = Sampler::new(&params, &[], &[]).sample(&mut [1.0, 2.0], &[]);
+        assert_eq!((got.id, got.logprob), (0, f32::NEG_INFINITY));
+    }
+
+    #[test]
+    fn nan_logits_are_never_chosen() {
+        let logits = vec![f32::NAN, 0.0, f32::NAN, 1.0];
+        for t in [0.0, 1.0] {
+            let params = SamplingParams { temperature: t, seed: Some(1), ..Default::default() };
+            assert!(draw(&params, &logits, 50).iter().all(|&i| i == 1 || i == 3));
+        }
+    }
+
+    #[test]
+    fn rank_keys_order_by_logit_then_id() {
+        let xs = [3.0f32, -0.0, 0.0, -1.5, f32::NEG_INFINITY, 3.0, 1e-30, -1e-30, f32::MAX, f32::MIN];
+        let mut keys: Vec<u64> = xs.iter().enumerate().map(|(i, &x)| rank_key(x, i as u32)).collect();
+        keys.sort_unstable();
+        let got: Vec<u32> = keys.iter().map(|&k| key_id(k)).collect();
+        let mut want: Vec<u32> = (0..xs.len() as u32).collect();
+        want.sort_by(|&a, &b| xs[b as usize].partial_cmp(&xs[a as usize]).unwrap().then(a.cmp(&b)));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn argmax_logsumexp_matches_reference() {
+        let mut r = Rng::new(77);
+        let logits = random_logits(&mut r, 1000, 30.0);
+        let (id, m, lse) = argmax_logsumexp(&logits);
+        let ids = sorted_ids(&logits);
+        assert_eq!(id as usize, ids[0]);
+        assert_eq!(m, logits[ids[0]]);
+        let want: f64 = logits.iter().map(|&x| (f64::from(x) - f64::from(m)).exp()).sum::<f64>().ln();
+        assert!((lse - want).abs() < 1e-6);
+    }
+}

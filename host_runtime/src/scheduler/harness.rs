@@ -1,0 +1,448 @@
+//! A model-checking driver for the scheduler, shared by the property tests and the
+//! `scheduler_ops` fuzz target: it applies [`Op`]s the way an executor would, plays the
+//! backend against a shadow KV cache, and checks after every operation:
+//! - [`Scheduler::check_invariants`] and [`Scheduler::check_step`];
+//! - submit refusals happen exactly when a refusal condition holds;
+//! - the scheduler's tokens for each request equal the driver's (prompt + sampled);
+//! - **KV contents**: the shadow cache stores, at each position, a fingerprint of the token
+//!   prefix up to it (what real KV depends on); swaps are applied as the backend would (all
+//!   swap-outs, then all swap-ins), and every item must find its own prefix's fingerprints
+//!   at all positions before `start_pos` (reuse, host tier and recomputation are correct);
+//! - after [`Harness::drain`], every block is free.
+//!
+//! It is public so the fuzz crate can use it; it is not part of the engine's API.
+
+use std::collections::BTreeMap;
+
+use super::{RequestId, Scheduler, SchedulerConfig, SchedulerError, Step, SubmitError};
+use super::CapacityPolicy;
+use crate::kv::{KvCacheConfig, blocks_for};
+use crate::testing::Rng;
+
+/// One executor action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Submit a new request: its first `shared` tokens come from prompt family `family`
+    /// (so requests share prefixes), the rest from `seed`.
+    Submit { prompt_len: usize, max_new: usize, family: u8, shared: usize, seed: u64 },
+    /// Submit a follow-up (like a chat's next turn): the full tokens of a live or recently
+    /// ended request, then `extra` tokens from `seed`.
+    SubmitFollowUp { pick: usize, extra: usize, max_new: usize, seed: u64 },
+    /// Submit with the id of a live request (must be refused).
+    SubmitDuplicate { pick: usize },
+    /// schedule(), run the step on the shadow backend, on_step_done for each item.
+    Step { seed: u64 },
+    /// finish() a live request (or an unknown id when none is live).
+    Finish { pick: usize },
+    /// cancel() a live request, or an unknown id when `pick % 5 == 0`.
+    Cancel { pick: usize },
+    /// finish() every request that generated all its tokens.
+    FinishDone,
+}
+
+/// The driver's view of a request.
+struct Model {
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    max_new: usize,
+    /// Prefix fingerprints of `tokens` (computed on demand).
+    fps: Vec<u64>,
+}
+
+impl Model {
+    fn done(&self) -> bool {
+        self.tokens.len() >= self.prompt_len + self.max_new
+    }
+
+    fn fingerprints(&mut self) -> &[u64] {
+        while self.fps.len() < self.tokens.len() {
+            let prev = self.fps.last().copied().unwrap_or(0x5EED);
+            let t = u64::from(self.tokens[self.fps.len()]);
+            self.fps.push(Rng::new(prev ^ t.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64() | 1);
+        }
+        &self.fps
+    }
+}
+
+/// Device and host KV contents as fingerprints (0 = never written).
+struct Shadow {
+    tpb: usize,
+    device: Vec<u64>,
+    host: Vec<u64>,
+}
+
+impl Shadow {
+    fn copy(src: &[u64], s: usize, dst: &mut [u64], d: usize, tpb: usize) -> Result<(), String> {
+        let (a, b) = (s * tpb, d * tpb);
+        if a + tpb > src.len() || b + tpb > dst.len() {
+            return Err(format!("swap of block/slot {s} -> {d} out of range"));
+        }
+        dst[b..b + tpb].copy_from_slice(&src[a..a + tpb]);
+        Ok(())
+    }
+
+    /// Applies a step: swaps, then each item reads its prefix and writes its tokens.
+    fn run(&mut self, step: &Step, model: &mut BTreeMap<RequestId, Model>) -> Result<(), String> {
+        let tpb = self.tpb;
+        for &(b, s) in &step.swap_out {
+            Shadow::copy(&self.device, b as usize, &mut self.host, s, tpb)?;
+        }
+        for &(s, b) in &step.swap_in {
+            Shadow::copy(&self.host, s, &mut self.device, b as usize, tpb)?;
+        }
+        // The items of a step run concurrently: every read sees the state before the step.
+        for it in &step.items {
+            let m = model.get_mut(&it.id).ok_or(format!("step item for unknown request {}", it.id))?;
+            let fps = m.fingerprints();
+            let slot = |p: usize| it.block_table[p / tpb] as usize * tpb + p % tpb;
+            if let Some(p) = (0..it.start_pos).find(|&p| self.device[slot(p)] != fps[p]) {
+                return Err(format!("request {}: KV at position {p} (block {}) is not its prefix's", it.id, it.block_table[p / tpb]));
+            }
+        }
+        for it in &step.items {
+            let fps = model.get_mut(&it.id).map(|m| m.fingerprints()).unwrap_or_default();
+            for p in it.start_pos..it.start_pos + it.tokens.len() {
+                self.device[it.block_table[p / tpb] as usize * tpb + p % tpb] = fps[p];
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the driven steps exercised (to check that tests reach every path).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    pub steps: u64,
+    pub items: u64,
+    pub chunks: u64,
+    pub preempted: u64,
+    pub reused_blocks: u64,
+    pub swap_out: u64,
+    pub swap_in: u64,
+}
+
+impl Coverage {
+    pub fn add(&mut self, o: &Coverage) {
+        self.steps += o.steps;
+        self.items += o.items;
+        self.chunks += o.chunks;
+        self.preempted += o.preempted;
+        self.reused_blocks += o.reused_blocks;
+        self.swap_out += o.swap_out;
+        self.swap_in += o.swap_in;
+    }
+}
+
+/// The driver.
+pub struct Harness {
+    pub coverage: Coverage,
+    pub sched: Scheduler,
+    model: BTreeMap<RequestId, Model>,
+    shadow: Shadow,
+    /// Token sequences of recently ended requests (for follow-ups).
+    history: Vec<Vec<u32>>,
+    next_id: RequestId,
+    /// Requests accepted and requests finished (by `finish`) so far.
+    pub accepted: u64,
+    pub finished: u64,
+}
+
+impl Harness {
+    pub fn new(cfg: SchedulerConfig, kv: KvCacheConfig) -> Result<Self, SchedulerError> {
+        let tpb = kv.tokens_per_block;
+        let shadow = Shadow { tpb, device: vec![0; kv.num_blocks * tpb], host: vec![0; kv.host_cache_blocks * tpb] };
+        let sched = Scheduler::new(cfg, kv)?;
+        Ok(Harness { coverage: Coverage::default(), sched, model: BTreeMap::new(), shadow, history: Vec::new(), next_id: 1, accepted: 0, finished: 0 })
+    }
+
+    /// Live (accepted, not finished or cancelled) requests.
+    pub fn live(&self) -> usize {
+        self.model.len()
+    }
+
+    /// Applies one operation and checks everything.
+    pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+        match *op {
+            Op::Submit { prompt_len, max_new, family, shared, seed } => self.submit(prompt_len, max_new, family, shared, seed)?,
+            Op::SubmitFollowUp { pick, extra, max_new, seed } => self.submit_follow_up(pick, extra, max_new, seed)?,
+            Op::SubmitDuplicate { pick } => self.submit_duplicate(pick)?,
+            Op::Step { seed } => self.step(seed)?,
+            Op::Finish { pick } => self.end(pick, false)?,
+            Op::Cancel { pick } => self.end(pick, true)?,
+            Op::FinishDone => self.finish_done(),
+        }
+        self.check()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.sched.check_invariants()?;
+        if self.sched.queue_len() + self.sched.running_len() != self.model.len() {
+            return Err(format!("scheduler holds {} requests, driver {}", self.sched.queue_len() + self.sched.running_len(), self.model.len()));
+        }
+        for (&id, m) in &self.model {
+            if self.sched.request_tokens(id) != Some(&m.tokens[..]) {
+                return Err(format!("request {id}: tokens differ from the driver's"));
+            }
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, prompt_len: usize, max_new: usize, family: u8, shared: usize, seed: u64) -> Result<(), String> {
+        let mut rng = Rng::new(seed);
+        let prompt: Vec<u32> = (0..prompt_len)
+            .map(|p| if p < shared { u32::from(family) * 7919 + p as u32 % 97 } else { rng.below(4) as u32 })
+            .collect();
+        self.submit_prompt(prompt, max_new)
+    }
+
+    fn submit_follow_up(&mut self, pick: usize, extra: usize, max_new: usize, seed: u64) -> Result<(), String> {
+        let live = self.model.values().map(|m| &m.tokens);
+        let known: Vec<&Vec<u32>> = live.chain(self.history.iter()).collect();
+        let Some(base) = known.get(pick % known.len().max(1)) else { return Ok(()) };
+        let mut rng = Rng::new(seed);
+        let mut prompt = (*base).clone();
+        prompt.extend((0..extra).map(|_| rng.below(4) as u32));
+        self.submit_prompt(prompt, max_new)
+    }
+
+    fn submit_prompt(&mut self, prompt: Vec<u32>, max_new: usize) -> Result<(), String> {
+        let prompt_len = prompt.len();
+        let id = self.next_id;
+        self.next_id += 1;
+        let reasons = self.refusal_reasons(prompt_len, max_new);
+        match self.sched.submit(id, prompt.clone(), max_new) {
+            Ok(()) if reasons.is_empty() => {
+                self.model.insert(id, Model { tokens: prompt, prompt_len, max_new, fps: Vec::new() });
+                self.accepted += 1;
+                Ok(())
+            }
+            Ok(()) => Err(format!("request accepted despite {reasons:?}")),
+            Err(e) if reasons.contains(&refusal_name(&e)) => Ok(()),
+            Err(e) => Err(format!("refused ({e}) but the conditions that hold are {reasons:?}")),
+        }
+    }
+
+    /// The refusal conditions that hold for a new request.
+    fn refusal_reasons(&self, prompt_len: usize, max_new: usize) -> Vec<&'static str> {
+        let c = self.sched.config();
+        let tpb = self.sched.tokens_per_block();
+        let total = prompt_len + max_new;
+        let checks = [
+            ("queue", self.sched.queue_len() >= c.max_queue_size),
+            ("empty", prompt_len == 0),
+            ("zero_new", max_new == 0),
+            ("seq_len", total > c.max_seq_len),
+            ("pool", total > 0 && blocks_for(total - 1, tpb) > self.sched.pool().usable_blocks()),
+            ("num_tokens", !c.chunked_context && prompt_len > c.max_num_tokens),
+        ];
+        checks.iter().filter(|(_, hold)| *hold).map(|(n, _)| *n).collect()
+    }
+
+    fn submit_duplicate(&mut self, pick: usize) -> Result<(), String> {
+        let Some(&id) = self.model.keys().nth(pick % self.model.len().max(1)) else { return Ok(()) };
+        match self.sched.submit(id, vec![1], 1) {
+            Err(SubmitError::DuplicateId { .. } | SubmitError::QueueFull { .. }) => Ok(()),
+            other => Err(format!("duplicate id {id}: {other:?}")),
+        }
+    }
+
+    fn step(&mut self, seed: u64) -> Result<(), String> {
+        let step = self.sched.schedule();
+        self.sched.check_step(&step)?;
+        if let Some(id) = step.preempted.iter().find(|id| self.model.get(id).is_none_or(Model::done)) {
+            return Err(format!("preempted request {id} is unknown or done"));
+        }
+        self.shadow.run(&step, &mut self.model)?;
+        self.count(&step);
+        let mut rng = Rng::new(seed);
+        for it in &step.items {
+            let roll = rng.below(32);
+            if roll == 0 {
+                continue; // never confirmed: planned again next step
+            }
+            if !it.needs_logits {
+                self.sched.on_step_done(it.id, (roll % 2 == 0).then_some(77));
+            } else if roll == 1 {
+                self.sched.on_step_done(it.id, None); // no token: counts as not run
+            } else {
+                let tok = rng.below(8) as u32;
+                if let Some(m) = self.model.get_mut(&it.id) {
+                    m.tokens.push(tok);
+                }
+                self.sched.on_step_done(it.id, Some(tok));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a request, remembering its tokens for follow-ups.
+    fn forget(&mut self, id: RequestId) {
+        if let Some(m) = self.model.remove(&id) {
+            if self.history.len() >= 8 {
+                self.history.remove(0);
+            }
+            self.history.push(m.tokens);
+        }
+    }
+
+    fn count(&mut self, step: &Step) {
+        let c = &mut self.coverage;
+        c.steps += 1;
+        c.items += step.items.len() as u64;
+        c.chunks += step.items.iter().filter(|i| !i.needs_logits).count() as u64;
+        c.preempted += step.preempted.len() as u64;
+        c.reused_blocks += self.sched.stats().reused_blocks as u64;
+        c.swap_out += step.swap_out.len() as u64;
+        c.swap_in += step.swap_in.len() as u64;
+    }
+
+    fn end(&mut self, pick: usize, cancel: bool) -> Result<(), String> {
+        let live = self.model.keys().nth(pick % self.model.len().max(1)).copied();
+        let id = match live {
+            Some(id) if !(cancel && pick % 5 == 0) => id,
+            _ => {
+                let unknown = self.next_id + 1000;
+                let removed = if cancel { self.sched.cancel(unknown) } else { self.sched.finish(unknown); false };
+                return if removed { Err(format!("cancel of unknown id {unknown} returned true")) } else { Ok(()) };
+            }
+        };
+        self.forget(id);
+        if cancel {
+            if !self.sched.cancel(id) {
+                return Err(format!("cancel of live request {id} returned false"));
+            }
+        } else {
+            self.sched.finish(id);
+            self.finished += 1;
+        }
+        Ok(())
+    }
+
+    fn finish_done(&mut self) {
+        let done: Vec<RequestId> = self.model.iter().filter(|(_, m)| m.done()).map(|(&id, _)| id).collect();
+        for id in done {
+            self.forget(id);
+            self.sched.finish(id);
+            self.finished += 1;
+        }
+    }
+
+    /// Steps (finishing requests as they complete) until none is live; fails after
+    /// `max_steps`. Returns the steps taken.
+    pub fn run_until_idle(&mut self, max_steps: usize) -> Result<usize, String> {
+        let mut steps = 0;
+        while !self.model.is_empty() {
+            if steps >= max_steps {
+                return Err(format!("{} requests still live after {steps} steps", self.model.len()));
+            }
+            self.apply(&Op::Step { seed: steps as u64 })?;
+            self.apply(&Op::FinishDone)?;
+            steps += 1;
+        }
+        Ok(steps)
+    }
+
+    /// Finishes or cancels every live request, then checks that every block is free.
+    pub fn drain(&mut self) -> Result<(), String> {
+        let ids: Vec<RequestId> = self.model.keys().copied().collect();
+        for (k, id) in ids.into_iter().enumerate() {
+            self.model.remove(&id);
+            if k % 2 == 0 {
+                self.sched.finish(id);
+            } else if !self.sched.cancel(id) {
+                return Err(format!("cancel of live request {id} returned false"));
+            }
+            self.check()?;
+        }
+        let (free, used, total) = self.sched.kv_block_counts();
+        if used != 0 || free != total || self.sched.queue_len() + self.sched.running_len() != 0 {
+            return Err(format!("after draining: free {free}, used {used}, total {total}"));
+        }
+        Ok(())
+    }
+}
+
+fn refusal_name(e: &SubmitError) -> &'static str {
+    match e {
+        SubmitError::QueueFull { .. } => "queue",
+        SubmitError::DuplicateId { .. } => "duplicate",
+        SubmitError::EmptyPrompt => "empty",
+        SubmitError::ZeroMaxNewTokens => "zero_new",
+        SubmitError::ExceedsMaxSeqLen { .. } => "seq_len",
+        SubmitError::ExceedsKvPool { .. } => "pool",
+        SubmitError::PromptExceedsMaxNumTokens { .. } => "num_tokens",
+    }
+}
+
+/// Reads bytes as small numbers; zeros once exhausted.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        let (&b, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        b
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from(self.u8()) | u16::from(self.u8()) << 8
+    }
+}
+
+/// Decodes fuzz bytes into a (valid) configuration and up to 4096 operations.
+pub fn decode(data: &[u8]) -> (SchedulerConfig, KvCacheConfig, Vec<Op>) {
+    let mut b = Bytes(data);
+    let tpb = 8usize << (b.u8() % 5);
+    let (blocks, flags) = (b.u8(), b.u8());
+    let reuse = flags & 1 != 0;
+    let kv = KvCacheConfig {
+        tokens_per_block: tpb,
+        num_blocks: 2 + usize::from(blocks % 40),
+        enable_reuse: reuse,
+        host_cache_blocks: if reuse { usize::from((flags >> 1) % 5) } else { 0 },
+    };
+    let cfg = SchedulerConfig {
+        max_batch_size: 1 + usize::from(b.u8() % 8),
+        max_num_tokens: tpb + usize::from(b.u8()) * 3,
+        max_queue_size: 1 + usize::from(b.u8() % 12),
+        max_seq_len: tpb * (1 + usize::from(b.u8() % 8)) + usize::from(b.u8() % 16),
+        policy: if flags & 0x10 != 0 { CapacityPolicy::MaxUtilization } else { CapacityPolicy::GuaranteedNoEvict },
+        chunked_context: flags & 0x20 != 0,
+    };
+    let mut ops = Vec::new();
+    while !b.0.is_empty() && ops.len() < 4096 {
+        ops.push(match b.u8() % 8 {
+            0 | 1 => Op::Submit {
+                prompt_len: usize::from(b.u16()) % (cfg.max_seq_len + 2),
+                max_new: usize::from(b.u8()) % (2 * tpb + 1),
+                family: b.u8() % 4,
+                shared: usize::from(b.u16()),
+                seed: u64::from(b.u8() % 8),
+            },
+            2 if b.u8() % 2 == 0 => Op::SubmitDuplicate { pick: usize::from(b.u8()) },
+            2 => Op::SubmitFollowUp {
+                pick: usize::from(b.u8()),
+                extra: usize::from(b.u8() % 64),
+                max_new: usize::from(b.u8()) % (2 * tpb + 1),
+                seed: u64::from(b.u8() % 8),
+            },
+            3..=5 => Op::Step { seed: u64::from(b.u16()) },
+            6 => {
+                let pick = usize::from(b.u8());
+                if pick % 2 == 0 { Op::Finish { pick: pick / 2 } } else { Op::Cancel { pick: pick / 2 } }
+            }
+            _ => Op::FinishDone,
+        });
+    }
+    (cfg, kv, ops)
+}
+
+/// Runs decoded bytes through a [`Harness`]: every operation, then a drain.
+pub fn run_bytes(data: &[u8]) -> Result<Coverage, String> {
+    let (cfg, kv, ops) = decode(data);
+    let mut h = Harness::new(cfg, kv).map_err(|e| format!("decode produced an invalid config: {e}"))?;
+    for (i, op) in ops.iter().enumerate() {
+        h.apply(op).map_err(|e| format!("op {i} {op:?}: {e}"))?;
+    }
+    h.drain()?;
+    Ok(h.coverage)
+}
