@@ -27,6 +27,7 @@ pub(super) struct Shared {
     /// Whether the loop thread is alive (readiness).
     pub alive: bool,
     pub last_stats: Option<String>,
+    pub metrics: super::ExecutorMetrics,
 }
 
 pub(super) struct LoopCtx {
@@ -152,6 +153,10 @@ impl LoopCtx {
         }
         let compute_ms = t0.elapsed().as_secs_f64() * 1e3;
         let stats = s.scheduler.stats();
+        s.metrics.steps = s.steps;
+        s.metrics.preempted += step.preempted.len() as u64;
+        s.metrics.reused_blocks = stats.total_reused_blocks;
+        s.metrics.scheduled_tokens += step.items.iter().map(|i| i.tokens.len() as u64).sum::<u64>();
         if let Ok(mut v) = serde_json::to_value(&stats) {
             v["step_ms"] = serde_json::json!(compute_ms);
             let line = v.to_string();

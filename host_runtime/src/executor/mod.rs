@@ -57,6 +57,18 @@ pub enum ExecutorError {
     Config(String),
 }
 
+/// Counters since the executor started.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ExecutorMetrics {
+    pub steps: u64,
+    /// Requests preempted (blocks freed, recomputed later).
+    pub preempted: u64,
+    /// KV blocks taken from the prefix cache.
+    pub reused_blocks: u64,
+    /// Tokens computed by the backend (context and generation).
+    pub scheduled_tokens: u64,
+}
+
 /// A submitted request: its id and the receiving end of its output stream.
 pub struct Handle {
     pub id: RequestId,
@@ -104,7 +116,7 @@ impl Executor {
         let scheduler = Scheduler::new(config.scheduler, config.kv).map_err(|e| ExecutorError::Config(e.to_string()))?;
         let vocab_size = backend.vocab_size();
         let shared = Arc::new((
-            Mutex::new(Shared { scheduler, sequences: HashMap::new(), next_id: 1, closed: false, stop: false, drain: false, steps: 0, alive: true, last_stats: None }),
+            Mutex::new(Shared { scheduler, sequences: HashMap::new(), next_id: 1, closed: false, stop: false, drain: false, steps: 0, alive: true, last_stats: None, metrics: ExecutorMetrics::default() }),
             Condvar::new(),
         ));
         let ctx = LoopCtx { shared: shared.clone(), backend, detok: detok.clone(), max_seq_len };
@@ -181,6 +193,11 @@ impl Executor {
     pub fn kv_blocks(&self) -> (usize, usize, usize) {
         let s = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
         s.scheduler.kv_block_counts()
+    }
+
+    /// Counters since start.
+    pub fn metrics(&self) -> ExecutorMetrics {
+        self.shared.0.lock().map(|s| s.metrics.clone()).unwrap_or_default()
     }
 
     /// The last step's iteration stats as JSON.

@@ -49,7 +49,7 @@ impl Scheduler {
         }
         let tpb = self.tpb;
         let Some(r) = self.reqs.get_mut(&id) else { return };
-        let full = (r.computed / tpb + 1).min(r.table.len()).min(r.tokens.len() / tpb);
+        let full = (r.computed / tpb).min(r.table.len());
         while r.reg.blocks < full && !r.reg.broken {
             let i = r.reg.blocks;
             match self.pool.register(r.reg.parent, &r.tokens[i * tpb..(i + 1) * tpb], r.table[i]) {
