@@ -102,7 +102,7 @@ impl Handle {
 /// The in-flight batching executor.
 pub struct Executor {
     shared: Arc<(Mutex<Shared>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     detok: Arc<dyn Detokenizer>,
     vocab_size: usize,
     max_beam_width: usize,
@@ -121,7 +121,7 @@ impl Executor {
         ));
         let ctx = LoopCtx { shared: shared.clone(), backend, detok: detok.clone(), max_seq_len };
         let thread = std::thread::Builder::new().name("inflight-executor".into()).spawn(move || ctx.run()).map_err(|e| ExecutorError::Config(format!("cannot start the executor thread: {e}")))?;
-        Ok(Executor { shared, thread: Some(thread), detok, vocab_size, max_beam_width: config.max_beam_width, end_ids: config.end_ids })
+        Ok(Executor { shared, thread: Mutex::new(Some(thread)), detok, vocab_size, max_beam_width: config.max_beam_width, end_ids: config.end_ids })
     }
 
     /// Submits a request; outputs arrive on the handle's receiver.
@@ -184,9 +184,20 @@ impl Executor {
         self.shared.0.lock().map(|s| s.alive).unwrap_or(false)
     }
 
+    /// Whether new requests are refused (shutting down).
+    pub fn is_closed(&self) -> bool {
+        self.shared.0.lock().map(|s| s.closed).unwrap_or(true)
+    }
+
     /// Requests accepted and not finished.
     pub fn active_requests(&self) -> usize {
         self.shared.0.lock().map(|s| s.sequences.len()).unwrap_or(0)
+    }
+
+    /// `(waiting, running)` requests in the scheduler now (for a server's gauges).
+    pub fn queue_counts(&self) -> (usize, usize) {
+        let s = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        (s.scheduler.queue_len(), s.scheduler.running_len())
     }
 
     /// `(free, used, total)` KV blocks now.
@@ -207,7 +218,7 @@ impl Executor {
 
     /// Refuses new requests; with `drain`, finishes the accepted ones first, otherwise
     /// cancels them. Returns when the loop has exited.
-    pub fn shutdown(&mut self, drain: bool) {
+    pub fn shutdown(&self, drain: bool) {
         {
             let (lock, cv) = &*self.shared;
             let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,7 +236,8 @@ impl Executor {
             }
             cv.notify_all();
         }
-        if let Some(t) = self.thread.take() {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
             let _ = t.join();
         }
     }

@@ -35,7 +35,9 @@ pub enum KvConfigError {
     TooManyBlocks { got: usize, max: usize },
     #[error("host_cache_blocks = {got} exceeds the slot index range (max {max})")]
     TooManyHostBlocks { got: usize, max: usize },
-    #[error("host_cache_blocks = {got} needs enable_reuse = true (the host tier holds reusable blocks only)")]
+    #[error(
+        "host_cache_blocks = {got} needs enable_reuse = true (the host tier holds reusable blocks only)"
+    )]
     HostTierWithoutReuse { got: usize },
 }
 
@@ -44,20 +46,35 @@ impl KvCacheConfig {
     pub fn validate(&self) -> Result<(), KvConfigError> {
         let tpb = self.tokens_per_block;
         if !tpb.is_power_of_two() || !(MIN_TOKENS_PER_BLOCK..=MAX_TOKENS_PER_BLOCK).contains(&tpb) {
-            return Err(KvConfigError::TokensPerBlock { got: tpb, min: MIN_TOKENS_PER_BLOCK, max: MAX_TOKENS_PER_BLOCK });
+            return Err(KvConfigError::TokensPerBlock {
+                got: tpb,
+                min: MIN_TOKENS_PER_BLOCK,
+                max: MAX_TOKENS_PER_BLOCK,
+            });
         }
         if self.num_blocks < 2 {
-            return Err(KvConfigError::TooFewBlocks { got: self.num_blocks, min: 2 });
+            return Err(KvConfigError::TooFewBlocks {
+                got: self.num_blocks,
+                min: 2,
+            });
         }
         let max = u32::MAX as usize;
         if self.num_blocks > max {
-            return Err(KvConfigError::TooManyBlocks { got: self.num_blocks, max });
+            return Err(KvConfigError::TooManyBlocks {
+                got: self.num_blocks,
+                max,
+            });
         }
         if self.host_cache_blocks > max {
-            return Err(KvConfigError::TooManyHostBlocks { got: self.host_cache_blocks, max });
+            return Err(KvConfigError::TooManyHostBlocks {
+                got: self.host_cache_blocks,
+                max,
+            });
         }
         if self.host_cache_blocks > 0 && !self.enable_reuse {
-            return Err(KvConfigError::HostTierWithoutReuse { got: self.host_cache_blocks });
+            return Err(KvConfigError::HostTierWithoutReuse {
+                got: self.host_cache_blocks,
+            });
         }
         Ok(())
     }
@@ -78,7 +95,12 @@ mod tests {
     use super::*;
 
     fn cfg(tpb: usize, n: usize) -> KvCacheConfig {
-        KvCacheConfig { tokens_per_block: tpb, num_blocks: n, enable_reuse: false, host_cache_blocks: 0 }
+        KvCacheConfig {
+            tokens_per_block: tpb,
+            num_blocks: n,
+            enable_reuse: false,
+            host_cache_blocks: 0,
+        }
     }
 
     #[test]
@@ -86,13 +108,21 @@ mod tests {
         assert!(cfg(32, 10).validate().is_ok());
         for bad in [0, 4, 12, 256] {
             let e = cfg(bad, 10).validate().unwrap_err().to_string();
-            assert!(e.contains("tokens_per_block") && e.contains(&bad.to_string()), "{e}");
+            assert!(
+                e.contains("tokens_per_block") && e.contains(&bad.to_string()),
+                "{e}"
+            );
         }
         let e = cfg(16, 1).validate().unwrap_err().to_string();
         assert!(e.contains("num_blocks = 1") && e.contains('2'), "{e}");
         let mut c = cfg(16, 4);
         c.host_cache_blocks = 3;
-        assert!(c.validate().unwrap_err().to_string().contains("host_cache_blocks = 3"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("host_cache_blocks = 3")
+        );
         c.enable_reuse = true;
         assert!(c.validate().is_ok());
     }

@@ -27,7 +27,12 @@ pub(crate) struct Placed {
 impl HostTier {
     /// `slots` fits `u32` (validated by the config).
     pub(crate) fn new(slots: usize) -> Self {
-        HostTier { keys: vec![None; slots], lru: LruList::new(slots), free: (0..slots as u32).rev().collect(), pending: Vec::new() }
+        HostTier {
+            keys: vec![None; slots],
+            lru: LruList::new(slots),
+            free: (0..slots as u32).rev().collect(),
+            pending: Vec::new(),
+        }
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -79,7 +84,9 @@ impl HostTier {
             for &s in slots.iter() {
                 let u = s as usize;
                 if u >= n || state[u] != 0 || self.keys[u].is_some() {
-                    return Err(format!("host slot {s} ({what}) out of range, listed twice or holding a key"));
+                    return Err(format!(
+                        "host slot {s} ({what}) out of range, listed twice or holding a key"
+                    ));
                 }
                 state[u] = 1;
             }
@@ -87,7 +94,9 @@ impl HostTier {
         for s in self.lru.iter() {
             let u = s as usize;
             if state[u] != 0 || self.keys[u].is_none() {
-                return Err(format!("host slot {s} occupied but also free/pending or keyless"));
+                return Err(format!(
+                    "host slot {s} occupied but also free/pending or keyless"
+                ));
             }
             state[u] = 1;
         }
@@ -109,7 +118,11 @@ mod tests {
         let b = h.place(11).unwrap();
         assert!(a.evicted.is_none() && b.evicted.is_none());
         let c = h.place(12).unwrap();
-        assert_eq!((c.slot, c.evicted), (a.slot, Some(10)), "the oldest slot is evicted");
+        assert_eq!(
+            (c.slot, c.evicted),
+            (a.slot, Some(10)),
+            "the oldest slot is evicted"
+        );
         assert_eq!(h.take_for_swap_in(b.slot), Some(11));
         assert_eq!(h.take_for_swap_in(b.slot), None);
         // b's slot is pending: the only evictable slot is c's.

@@ -25,7 +25,14 @@ pub(crate) struct LruList {
 impl LruList {
     /// An empty list over the indices `0..n` (`n` must fit in `u32`; the caller validated it).
     pub(crate) fn new(n: usize) -> Self {
-        LruList { prev: vec![NIL; n], next: vec![NIL; n], linked: vec![false; n], head: NIL, tail: NIL, len: 0 }
+        LruList {
+            prev: vec![NIL; n],
+            next: vec![NIL; n],
+            linked: vec![false; n],
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -26,7 +26,7 @@ pub mod sizing;
 mod pool_tests;
 
 pub use config::{KvCacheConfig, KvConfigError, blocks_for};
-pub use pool::{BlockPool, PoolError, PrefixMatch, PrefixTake};
+pub use pool::{BlockPool, PoolError, PrefixMatch, PrefixTake, Swaps};
 pub use reuse::{ROOT, Registered, block_key};
 pub use sizing::{KvSizing, KvSizingError, size_kv_cache};
 

@@ -19,11 +19,11 @@
 
 use thiserror::Error;
 
+use super::BlockId;
 use super::config::{KvCacheConfig, KvConfigError};
 use super::host::HostTier;
 use super::lru::LruList;
 use super::reuse::{BlockHashFn, Location, ROOT, Registered, ReuseIndex, block_key};
-use super::BlockId;
 
 /// A refused pool operation (a caller bug, reported instead of corrupting the counts).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -58,6 +58,10 @@ pub struct PrefixTake {
     pub swapped_in: usize,
 }
 
+/// A step's host-tier copies: (device block -> host slot) evictions, then (host slot ->
+/// device block) reuse hits.
+pub type Swaps = (Vec<(BlockId, usize)>, Vec<(usize, BlockId)>);
+
 /// One hit of a prefix walk.
 struct Hit {
     key: u64,
@@ -85,7 +89,10 @@ impl BlockPool {
     }
 
     /// [`BlockPool::new`] with another block hash (tests force collisions with it).
-    pub(crate) fn with_hasher(cfg: &KvCacheConfig, hash: BlockHashFn) -> Result<Self, KvConfigError> {
+    pub(crate) fn with_hasher(
+        cfg: &KvCacheConfig,
+        hash: BlockHashFn,
+    ) -> Result<Self, KvConfigError> {
         cfg.validate()?;
         let n = cfg.num_blocks;
         let mut free = LruList::new(n);
@@ -180,7 +187,10 @@ impl BlockPool {
             return Err(PoolError::NullBlock);
         }
         let Some(rc) = self.refcount.get_mut(u) else {
-            return Err(PoolError::UnknownBlock { block: b, num_blocks: self.refcount.len() });
+            return Err(PoolError::UnknownBlock {
+                block: b,
+                num_blocks: self.refcount.len(),
+            });
         };
         if *rc == 0 {
             return Err(PoolError::NotAllocated { block: b });
@@ -201,7 +211,9 @@ impl BlockPool {
         }
         let (mut parent, mut cost) = (ROOT, 0);
         for chunk in tokens.chunks_exact(self.tpb).take(max_blocks) {
-            let Some((key, e)) = self.index.lookup(parent, chunk) else { break };
+            let Some((key, e)) = self.index.lookup(parent, chunk) else {
+                break;
+            };
             let c = match e.loc {
                 Location::Device(b) => usize::from(self.refcount[b as usize] == 0),
                 Location::Host(_) => 1,
@@ -211,7 +223,11 @@ impl BlockPool {
             }
             cost += c;
             parent = e.serial;
-            out.push(Hit { key, serial: e.serial, loc: e.loc });
+            out.push(Hit {
+                key,
+                serial: e.serial,
+                loc: e.loc,
+            });
         }
         out
     }
@@ -227,7 +243,10 @@ impl BlockPool {
                 Location::Host(_) => true,
             })
             .count();
-        PrefixMatch { blocks: hits.len(), cost }
+        PrefixMatch {
+            blocks: hits.len(),
+            cost,
+        }
     }
 
     /// Takes the cached prefix [`BlockPool::match_prefix`] reports: device hits get a
@@ -267,12 +286,21 @@ impl BlockPool {
             swapped_in += 1;
         }
         let last_serial = blocks.len().checked_sub(1).map_or(ROOT, |i| hits[i].serial);
-        PrefixTake { blocks, last_serial, swapped_in }
+        PrefixTake {
+            blocks,
+            last_serial,
+            swapped_in,
+        }
     }
 
     /// Undoes a prefix take from block `cut` on: the pinned host entries are dropped and the
     /// device blocks after the cut released.
-    fn abandon_host_hits(&mut self, pinned: &[(usize, u64, u32)], blocks: &mut Vec<BlockId>, cut: usize) {
+    fn abandon_host_hits(
+        &mut self,
+        pinned: &[(usize, u64, u32)],
+        blocks: &mut Vec<BlockId>,
+        cut: usize,
+    ) {
         for &(_, key, _) in pinned {
             self.index.remove(key);
         }
@@ -302,8 +330,11 @@ impl BlockPool {
     }
 
     /// The swaps emitted since the last call: (device block -> host slot), (host slot -> device block).
-    pub fn take_swaps(&mut self) -> (Vec<(BlockId, usize)>, Vec<(usize, BlockId)>) {
-        (std::mem::take(&mut self.swap_out), std::mem::take(&mut self.swap_in))
+    pub fn take_swaps(&mut self) -> Swaps {
+        (
+            std::mem::take(&mut self.swap_out),
+            std::mem::take(&mut self.swap_in),
+        )
     }
 
     /// Checks the module invariants (O(blocks + entries)).
@@ -313,12 +344,20 @@ impl BlockPool {
         }
         for b in 1..self.refcount.len() as u32 {
             if (self.refcount[b as usize] == 0) != self.free.contains(b) {
-                return Err(format!("block {b}: refcount {} but on free list = {}", self.refcount[b as usize], self.free.contains(b)));
+                return Err(format!(
+                    "block {b}: refcount {} but on free list = {}",
+                    self.refcount[b as usize],
+                    self.free.contains(b)
+                ));
             }
         }
         let used = self.refcount.iter().filter(|&&r| r > 0).count();
         if used + self.free.len() != self.usable_blocks() {
-            return Err(format!("used {used} + free {} != usable {}", self.free.len(), self.usable_blocks()));
+            return Err(format!(
+                "used {used} + free {} != usable {}",
+                self.free.len(),
+                self.usable_blocks()
+            ));
         }
         self.check_entries()?;
         self.host.check()
@@ -332,14 +371,19 @@ impl BlockPool {
                 Location::Host(s) => self.host.key(s),
             };
             if back != Some(key) || e.tokens.len() != self.tpb {
-                return Err(format!("reuse entry {key:#x} at {:?}: back pointer {back:?}, {} tokens", e.loc, e.tokens.len()));
+                return Err(format!(
+                    "reuse entry {key:#x} at {:?}: back pointer {back:?}, {} tokens",
+                    e.loc,
+                    e.tokens.len()
+                ));
             }
         }
         for (b, key) in self.block_key.iter().enumerate() {
-            if let Some(k) = key {
-                if self.index.get(*k).map(|e| e.loc) != Some(Location::Device(b as BlockId)) {
-                    return Err(format!("block {b} points at reuse entry {k:#x} that is not on it"));
-                }
+            let Some(k) = key else { continue };
+            if self.index.get(*k).map(|e| e.loc) != Some(Location::Device(b as BlockId)) {
+                return Err(format!(
+                    "block {b} points at reuse entry {k:#x} that is not on it"
+                ));
             }
         }
         Ok(())

@@ -6,7 +6,13 @@ use super::reuse::{ROOT, Registered};
 use super::{BlockId, KvCacheConfig, PoolError};
 
 fn pool(n: usize, reuse: bool, host: usize) -> BlockPool {
-    BlockPool::new(&KvCacheConfig { tokens_per_block: 8, num_blocks: n, enable_reuse: reuse, host_cache_blocks: host }).unwrap()
+    BlockPool::new(&KvCacheConfig {
+        tokens_per_block: 8,
+        num_blocks: n,
+        enable_reuse: reuse,
+        host_cache_blocks: host,
+    })
+    .unwrap()
 }
 
 /// Allocates one block per 8 tokens and registers the full ones as a chain.
@@ -33,7 +39,11 @@ fn seq(start: u32, n: usize) -> Vec<u32> {
 #[test]
 fn lru_free_order_and_null_block() {
     let mut p = pool(5, false, 0);
-    assert_eq!(p.free_list(), vec![1, 2, 3, 4], "block 0 is never free-listed");
+    assert_eq!(
+        p.free_list(),
+        vec![1, 2, 3, 4],
+        "block 0 is never free-listed"
+    );
     let a: Vec<_> = (0..4).map(|_| p.allocate().unwrap()).collect();
     assert_eq!(a, vec![1, 2, 3, 4]);
     assert_eq!(p.allocate(), None);
@@ -43,7 +53,13 @@ fn lru_free_order_and_null_block() {
     assert_eq!(p.free_list(), vec![3, 1, 4], "freed last = evicted last");
     assert_eq!(p.allocate(), Some(3));
     assert_eq!(p.release(0), Err(PoolError::NullBlock));
-    assert_eq!(p.release(9), Err(PoolError::UnknownBlock { block: 9, num_blocks: 5 }));
+    assert_eq!(
+        p.release(9),
+        Err(PoolError::UnknownBlock {
+            block: 9,
+            num_blocks: 5
+        })
+    );
     p.check().unwrap();
 }
 
@@ -57,7 +73,10 @@ fn refcounts_never_underflow() {
     assert_eq!((p.free_blocks(), p.used_blocks()), (2, 1));
     p.release(t[0]).unwrap();
     p.release(t[0]).unwrap();
-    assert_eq!(p.release(t[0]), Err(PoolError::NotAllocated { block: t[0] }));
+    assert_eq!(
+        p.release(t[0]),
+        Err(PoolError::NotAllocated { block: t[0] })
+    );
     assert_eq!(p.refcount(t[0]), 0);
     assert_eq!((p.free_blocks(), p.used_blocks()), (3, 0));
     p.check().unwrap();
@@ -81,19 +100,39 @@ fn reuse_hit_miss_and_eviction() {
     assert_eq!(p.match_prefix(&seq(8, 16), 2).blocks, 0);
     // Allocation takes the LRU front, evicting its entry: t[0] was released first.
     assert_eq!(p.allocate(), Some(t[0]));
-    assert_eq!(p.match_prefix(&seq(0, 24), 3).blocks, 0, "child unreachable without its parent");
+    assert_eq!(
+        p.match_prefix(&seq(0, 24), 3).blocks,
+        0,
+        "child unreachable without its parent"
+    );
     p.check().unwrap();
 }
 
 #[test]
 fn hash_collisions_never_share_blocks() {
-    let cfg = KvCacheConfig { tokens_per_block: 8, num_blocks: 6, enable_reuse: true, host_cache_blocks: 0 };
+    let cfg = KvCacheConfig {
+        tokens_per_block: 8,
+        num_blocks: 6,
+        enable_reuse: true,
+        host_cache_blocks: 0,
+    };
     let mut p = BlockPool::with_hasher(&cfg, |_, _| 7).unwrap();
     let a = p.allocate().unwrap();
-    assert!(matches!(p.register(ROOT, &seq(0, 8), a), Registered::New(_)));
+    assert!(matches!(
+        p.register(ROOT, &seq(0, 8), a),
+        Registered::New(_)
+    ));
     let b = p.allocate().unwrap();
-    assert_eq!(p.register(ROOT, &seq(100, 8), b), Registered::Collision, "same hash, other tokens");
-    assert_eq!(p.match_prefix(&seq(100, 9), 1).blocks, 0, "identical hash but different tokens: miss");
+    assert_eq!(
+        p.register(ROOT, &seq(100, 8), b),
+        Registered::Collision,
+        "same hash, other tokens"
+    );
+    assert_eq!(
+        p.match_prefix(&seq(100, 9), 1).blocks,
+        0,
+        "identical hash but different tokens: miss"
+    );
     let m = p.take_prefix(&seq(0, 9), 1);
     assert_eq!(m.blocks, vec![a]);
     p.check().unwrap();

@@ -46,7 +46,7 @@ pub(crate) struct Entry {
     pub(crate) loc: Location,
 }
 
-/// What [`ReuseIndex::insert`] did.
+/// What registering a block (`BlockPool::register`) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Registered {
     /// A new entry with this serial now lives on the block.
@@ -88,7 +88,11 @@ pub(crate) struct ReuseIndex {
 
 impl ReuseIndex {
     pub(crate) fn new(hash: BlockHashFn) -> Self {
-        ReuseIndex { map: HashMap::default(), next_serial: ROOT + 1, hash }
+        ReuseIndex {
+            map: HashMap::default(),
+            next_serial: ROOT + 1,
+            hash,
+        }
     }
 
     pub(crate) fn key(&self, parent: u64, tokens: &[u32]) -> u64 {
@@ -104,15 +108,35 @@ impl ReuseIndex {
 
     /// Records (parent, tokens) at `loc` unless the key is taken; see [`Registered`].
     /// Returns the key with `New`.
-    pub(crate) fn insert(&mut self, parent: u64, tokens: &[u32], loc: Location) -> (Registered, u64) {
+    pub(crate) fn insert(
+        &mut self,
+        parent: u64,
+        tokens: &[u32],
+        loc: Location,
+    ) -> (Registered, u64) {
         let key = self.key(parent, tokens);
         if let Some(e) = self.map.get(&key) {
             let same = e.parent == parent && *e.tokens == *tokens;
-            return (if same { Registered::Duplicate(e.serial) } else { Registered::Collision }, key);
+            return (
+                if same {
+                    Registered::Duplicate(e.serial)
+                } else {
+                    Registered::Collision
+                },
+                key,
+            );
         }
         let serial = self.next_serial;
         self.next_serial += 1;
-        self.map.insert(key, Entry { serial, parent, tokens: tokens.into(), loc });
+        self.map.insert(
+            key,
+            Entry {
+                serial,
+                parent,
+                tokens: tokens.into(),
+                loc,
+            },
+        );
         (Registered::New(serial), key)
     }
 
@@ -159,10 +183,22 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(ix.lookup(ROOT, &[1, 2]).map(|(_, e)| e.serial), Some(s));
-        assert!(ix.lookup(ROOT, &[9, 9]).is_none(), "same hash, different tokens: miss");
-        assert!(ix.lookup(s, &[1, 2]).is_none(), "same hash and tokens, different parent: miss");
-        assert_eq!(ix.insert(ROOT, &[9, 9], Location::Device(2)).0, Registered::Collision);
-        assert_eq!(ix.insert(ROOT, &[1, 2], Location::Device(3)).0, Registered::Duplicate(s));
+        assert!(
+            ix.lookup(ROOT, &[9, 9]).is_none(),
+            "same hash, different tokens: miss"
+        );
+        assert!(
+            ix.lookup(s, &[1, 2]).is_none(),
+            "same hash and tokens, different parent: miss"
+        );
+        assert_eq!(
+            ix.insert(ROOT, &[9, 9], Location::Device(2)).0,
+            Registered::Collision
+        );
+        assert_eq!(
+            ix.insert(ROOT, &[1, 2], Location::Device(3)).0,
+            Registered::Duplicate(s)
+        );
         assert_eq!(ix.len(), 1);
     }
 }

@@ -31,23 +31,40 @@ pub enum KvSizingError {
     #[error("fraction = {got} must be in (0, 1]")]
     Fraction { got: f32 },
     #[error("block size {bytes_per_token} bytes/token × {tokens_per_block} tokens overflows u64")]
-    Overflow { bytes_per_token: u64, tokens_per_block: usize },
+    Overflow {
+        bytes_per_token: u64,
+        tokens_per_block: usize,
+    },
     #[error(
         "KV cache too small: one request of max_seq_len = {max_seq_len} needs {needed_bytes} bytes \
          (incl. the null block), but only {available_bytes} bytes are available; \
          the largest max_seq_len that fits is {max_fitting_seq_len}"
     )]
-    TooSmall { max_seq_len: usize, needed_bytes: u64, available_bytes: u64, max_fitting_seq_len: usize },
+    TooSmall {
+        max_seq_len: usize,
+        needed_bytes: u64,
+        available_bytes: u64,
+        max_fitting_seq_len: usize,
+    },
 }
 
 /// The number of blocks (including the null block) that fit the budget; see the module doc.
-pub fn size_kv_cache(s: &KvSizing, free_bytes: u64, fraction: Option<f32>, cap_bytes: Option<u64>) -> Result<usize, KvSizingError> {
+pub fn size_kv_cache(
+    s: &KvSizing,
+    free_bytes: u64,
+    fraction: Option<f32>,
+    cap_bytes: Option<u64>,
+) -> Result<usize, KvSizingError> {
     let tpb = s.tokens_per_block;
     if s.bytes_per_token == 0 {
         return Err(KvSizingError::ZeroBytesPerToken);
     }
     if !tpb.is_power_of_two() || !(MIN_TOKENS_PER_BLOCK..=MAX_TOKENS_PER_BLOCK).contains(&tpb) {
-        return Err(KvSizingError::TokensPerBlock { got: tpb, min: MIN_TOKENS_PER_BLOCK, max: MAX_TOKENS_PER_BLOCK });
+        return Err(KvSizingError::TokensPerBlock {
+            got: tpb,
+            min: MIN_TOKENS_PER_BLOCK,
+            max: MAX_TOKENS_PER_BLOCK,
+        });
     }
     if s.max_seq_len == 0 {
         return Err(KvSizingError::ZeroMaxSeqLen);
@@ -55,7 +72,10 @@ pub fn size_kv_cache(s: &KvSizing, free_bytes: u64, fraction: Option<f32>, cap_b
     let block_bytes = s
         .bytes_per_token
         .checked_mul(tpb as u64)
-        .ok_or(KvSizingError::Overflow { bytes_per_token: s.bytes_per_token, tokens_per_block: tpb })?;
+        .ok_or(KvSizingError::Overflow {
+            bytes_per_token: s.bytes_per_token,
+            tokens_per_block: tpb,
+        })?;
     let budget = budget(free_bytes, fraction, cap_bytes)?;
     let total = (budget / block_bytes).min(u64::from(u32::MAX));
     let needed = blocks_for(s.max_seq_len, tpb) as u64 + 1;
@@ -71,7 +91,11 @@ pub fn size_kv_cache(s: &KvSizing, free_bytes: u64, fraction: Option<f32>, cap_b
 }
 
 /// `free_bytes × fraction`, capped by `cap_bytes`.
-fn budget(free_bytes: u64, fraction: Option<f32>, cap_bytes: Option<u64>) -> Result<u64, KvSizingError> {
+fn budget(
+    free_bytes: u64,
+    fraction: Option<f32>,
+    cap_bytes: Option<u64>,
+) -> Result<u64, KvSizingError> {
     let mut b = free_bytes;
     if let Some(f) = fraction {
         if !(f > 0.0 && f <= 1.0) {
@@ -88,17 +112,30 @@ mod tests {
 
     fn llama8b() -> KvSizing {
         // 32 layers × 2 × 8 kv heads × 128 × 2 bytes = 128 KiB per token.
-        KvSizing { bytes_per_token: 32 * 2 * 8 * 128 * 2, tokens_per_block: 32, max_seq_len: 8192 }
+        KvSizing {
+            bytes_per_token: 32 * 2 * 8 * 128 * 2,
+            tokens_per_block: 32,
+            max_seq_len: 8192,
+        }
     }
 
     #[test]
     fn sizes_from_fraction_and_cap() {
-        let s = KvSizing { max_seq_len: 1024, ..llama8b() };
+        let s = KvSizing {
+            max_seq_len: 1024,
+            ..llama8b()
+        };
         let block = 131072 * 32;
         assert_eq!(size_kv_cache(&s, 100 * block, None, None), Ok(100));
         assert_eq!(size_kv_cache(&s, 1000 * block, Some(0.5), None), Ok(500));
-        assert_eq!(size_kv_cache(&s, 1000 * block, Some(0.5), Some(300 * block + 7)), Ok(300));
-        assert_eq!(size_kv_cache(&s, 1000 * block + block - 1, None, None), Ok(1000));
+        assert_eq!(
+            size_kv_cache(&s, 1000 * block, Some(0.5), Some(300 * block + 7)),
+            Ok(300)
+        );
+        assert_eq!(
+            size_kv_cache(&s, 1000 * block + block - 1, None, None),
+            Ok(1000)
+        );
     }
 
     #[test]
@@ -108,7 +145,11 @@ mod tests {
         // 8192 tokens = 256 blocks + null = 257 needed; 100 available -> 99 usable -> 3168 tokens.
         let e = size_kv_cache(&s, 100 * block, None, None).unwrap_err();
         let msg = e.to_string();
-        for n in [(257 * block).to_string(), (100 * block).to_string(), (99 * 32).to_string()] {
+        for n in [
+            (257 * block).to_string(),
+            (100 * block).to_string(),
+            (99 * 32).to_string(),
+        ] {
             assert!(msg.contains(&n), "{msg} lacks {n}");
         }
         assert_eq!(size_kv_cache(&s, 257 * block, None, None), Ok(257));
@@ -118,14 +159,37 @@ mod tests {
     fn bad_inputs_are_errors() {
         let s = llama8b();
         for f in [0.0, -0.5, 1.5, f32::NAN] {
-            assert!(matches!(size_kv_cache(&s, 1 << 40, Some(f), None), Err(KvSizingError::Fraction { .. })));
+            assert!(matches!(
+                size_kv_cache(&s, 1 << 40, Some(f), None),
+                Err(KvSizingError::Fraction { .. })
+            ));
         }
-        let z = KvSizing { bytes_per_token: 0, ..llama8b() };
-        assert_eq!(size_kv_cache(&z, 1 << 40, None, None), Err(KvSizingError::ZeroBytesPerToken));
-        let t = KvSizing { tokens_per_block: 48, ..llama8b() };
-        assert!(size_kv_cache(&t, 1 << 40, None, None).unwrap_err().to_string().contains("48"));
-        let o = KvSizing { bytes_per_token: u64::MAX, ..llama8b() };
-        assert!(matches!(size_kv_cache(&o, u64::MAX, None, None), Err(KvSizingError::Overflow { .. })));
+        let z = KvSizing {
+            bytes_per_token: 0,
+            ..llama8b()
+        };
+        assert_eq!(
+            size_kv_cache(&z, 1 << 40, None, None),
+            Err(KvSizingError::ZeroBytesPerToken)
+        );
+        let t = KvSizing {
+            tokens_per_block: 48,
+            ..llama8b()
+        };
+        assert!(
+            size_kv_cache(&t, 1 << 40, None, None)
+                .unwrap_err()
+                .to_string()
+                .contains("48")
+        );
+        let o = KvSizing {
+            bytes_per_token: u64::MAX,
+            ..llama8b()
+        };
+        assert!(matches!(
+            size_kv_cache(&o, u64::MAX, None, None),
+            Err(KvSizingError::Overflow { .. })
+        ));
         assert!(size_kv_cache(&s, 0, None, None).is_err());
     }
 }

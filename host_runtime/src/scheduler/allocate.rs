@@ -24,13 +24,19 @@ impl Scheduler {
             match self.pool.allocate() {
                 Some(b) => r.table.push(b),
                 None => {
-                    let msg = format!("request {}: no free block for positions up to {end} (reservation broken)", p.id);
+                    let msg = format!(
+                        "request {}: no free block for positions up to {end} (reservation broken)",
+                        p.id
+                    );
                     self.faults.push(msg);
                     return None;
                 }
             }
         }
-        r.scheduled = Some(Scheduled { len: p.len, needs_logits: p.needs_logits });
+        r.scheduled = Some(Scheduled {
+            len: p.len,
+            needs_logits: p.needs_logits,
+        });
         Some(StepItem {
             id: p.id,
             tokens: r.tokens[start..end].to_vec(),
@@ -48,11 +54,16 @@ impl Scheduler {
             return;
         }
         let tpb = self.tpb;
-        let Some(r) = self.reqs.get_mut(&id) else { return };
+        let Some(r) = self.reqs.get_mut(&id) else {
+            return;
+        };
         let full = (r.computed / tpb).min(r.table.len());
         while r.reg.blocks < full && !r.reg.broken {
             let i = r.reg.blocks;
-            match self.pool.register(r.reg.parent, &r.tokens[i * tpb..(i + 1) * tpb], r.table[i]) {
+            match self
+                .pool
+                .register(r.reg.parent, &r.tokens[i * tpb..(i + 1) * tpb], r.table[i])
+            {
                 Registered::New(s) | Registered::Duplicate(s) => {
                     r.reg.parent = s;
                     r.reg.blocks += 1;

@@ -13,6 +13,10 @@
 //!   admitted while the blocks for their first chunk exist, and not at all in a step that
 //!   preempted.
 //!
+//! Reservations do not look at the token budget: a candidate the micro-batch stage then
+//! leaves out (more generation requests than `max_num_tokens`) still counted, and may have
+//! caused a preemption. The stage is cheap and keeps the two stages independent.
+//!
 //! Admission is FIFO: the first waiting request that does not fit stops admission, so a
 //! request is never overtaken. The oldest running request can always proceed: everything
 //! newer can be preempted and submit refused any request needing more blocks than exist.
@@ -59,7 +63,11 @@ impl Scheduler {
 
     /// Blocks reserved but not yet allocated by running requests (`GuaranteedNoEvict`).
     pub(crate) fn outstanding_blocks(&self) -> usize {
-        self.running.iter().filter_map(|id| self.reqs.get(id)).map(|r| r.max_blocks(self.tpb).saturating_sub(r.table.len())).sum()
+        self.running
+            .iter()
+            .filter_map(|id| self.reqs.get(id))
+            .map(|r| r.max_blocks(self.tpb).saturating_sub(r.table.len()))
+            .sum()
     }
 
     fn capacity_no_evict(&mut self) -> (Vec<Candidate>, usize) {
@@ -73,7 +81,9 @@ impl Scheduler {
         let mut outstanding = self.outstanding_blocks();
         let mut reused = 0;
         while self.running.len() < self.cfg.max_batch_size {
-            let Some((id, max_reuse, m)) = self.peek_head() else { break };
+            let Some((id, max_reuse, m)) = self.peek_head() else {
+                break;
+            };
             let Some(r) = self.reqs.get(&id) else { break };
             let total = r.max_blocks(self.tpb);
             let cost = m.cost + total.saturating_sub(m.blocks);
@@ -95,7 +105,9 @@ impl Scheduler {
         while i < self.running.len() {
             let id = self.running[i];
             i += 1;
-            let Some(r) = self.reqs.get(&id) else { continue };
+            let Some(r) = self.reqs.get(&id) else {
+                continue;
+            };
             if r.is_done() {
                 continue;
             }
@@ -114,7 +126,13 @@ impl Scheduler {
 
     /// Reserves `want` blocks for the running request at `index`, preempting newer ones as
     /// needed; returns how many were reserved, or `None` if it must skip this step.
-    fn reserve(&mut self, want: Want, reserved: &mut usize, index: usize, preempted: &mut Vec<RequestId>) -> Option<usize> {
+    fn reserve(
+        &mut self,
+        want: Want,
+        reserved: &mut usize,
+        index: usize,
+        preempted: &mut Vec<RequestId>,
+    ) -> Option<usize> {
         loop {
             let avail = self.pool.free_blocks().saturating_sub(*reserved);
             if avail >= want.min {
@@ -129,12 +147,18 @@ impl Scheduler {
 
     /// The index of the newest running request after `index` that is not done.
     fn newest_victim(&self, index: usize) -> Option<usize> {
-        (index + 1..self.running.len()).rev().find(|&j| self.reqs.get(&self.running[j]).is_some_and(|r| !r.is_done()))
+        (index + 1..self.running.len()).rev().find(|&j| {
+            self.reqs
+                .get(&self.running[j])
+                .is_some_and(|r| !r.is_done())
+        })
     }
 
     fn preempt(&mut self, index: usize, preempted: &mut Vec<RequestId>) {
         let id = self.running.remove(index);
-        let Some(mut r) = self.reqs.remove(&id) else { return };
+        let Some(mut r) = self.reqs.remove(&id) else {
+            return;
+        };
         self.release_blocks(&mut r.table);
         r.reset_for_recompute();
         self.reqs.insert(id, r);
@@ -150,13 +174,20 @@ impl Scheduler {
             let n = usize::from(spare == 0);
             return Want { min: n, desired: n };
         }
-        self.context_want(r.remaining(), spare, r.chunkable(self.cfg.chunked_context, self.cfg.max_num_tokens))
+        self.context_want(
+            r.remaining(),
+            spare,
+            r.chunkable(self.cfg.chunked_context, self.cfg.max_num_tokens),
+        )
     }
 
     fn context_want(&self, remaining: usize, spare: usize, chunkable: bool) -> Want {
         let cap = remaining.min(self.cfg.max_num_tokens);
         let desired = blocks_for(cap.saturating_sub(spare), self.tpb);
-        Want { min: if chunkable { desired.min(1) } else { desired }, desired }
+        Want {
+            min: if chunkable { desired.min(1) } else { desired },
+            desired,
+        }
     }
 
     /// Tokens a request may compute with `take` more blocks.
@@ -171,7 +202,11 @@ impl Scheduler {
     fn peek_head(&self) -> Option<(RequestId, usize, crate::kv::PrefixMatch)> {
         let id = *self.waiting.front()?;
         let r = self.reqs.get(&id)?;
-        let max_reuse = if self.pool.reuse_enabled() { r.tokens.len().saturating_sub(1) / self.tpb } else { 0 };
+        let max_reuse = if self.pool.reuse_enabled() {
+            r.tokens.len().saturating_sub(1) / self.tpb
+        } else {
+            0
+        };
         Some((id, max_reuse, self.pool.match_prefix(&r.tokens, max_reuse)))
     }
 
@@ -179,16 +214,21 @@ impl Scheduler {
     fn admit_max_util(&mut self, cands: &mut Vec<Candidate>, reserved: &mut usize) -> usize {
         let mut reused = 0;
         while self.running.len() < self.cfg.max_batch_size {
-            let Some((id, max_reuse, m)) = self.peek_head() else { break };
+            let Some((id, max_reuse, m)) = self.peek_head() else {
+                break;
+            };
             let Some(r) = self.reqs.get(&id) else { break };
             let remaining = r.tokens.len() - m.blocks * self.tpb;
-            let chunkable = self.cfg.chunked_context || r.recompute || remaining > self.cfg.max_num_tokens;
+            let chunkable =
+                self.cfg.chunked_context || r.recompute || remaining > self.cfg.max_num_tokens;
             let want = self.context_want(remaining, 0, chunkable);
             if self.pool.free_blocks().saturating_sub(*reserved) < m.cost + want.min {
                 break;
             }
             reused += self.admit(id, max_reuse);
-            let take = want.desired.min(self.pool.free_blocks().saturating_sub(*reserved));
+            let take = want
+                .desired
+                .min(self.pool.free_blocks().saturating_sub(*reserved));
             *reserved += take;
             let r = &self.reqs[&id];
             cands.push(self.candidate(id, r, self.tokens_for(r, take)));
@@ -199,10 +239,16 @@ impl Scheduler {
     /// Moves the queue head to running, taking its cached prefix; returns the blocks reused.
     fn admit(&mut self, id: RequestId, max_reuse: usize) -> usize {
         self.waiting.pop_front();
-        let Some(r) = self.reqs.get_mut(&id) else { return 0 };
+        let Some(r) = self.reqs.get_mut(&id) else {
+            return 0;
+        };
         let take = self.pool.take_prefix(&r.tokens, max_reuse);
         r.computed = take.blocks.len() * self.tpb;
-        r.reg = super::request::RegChain { blocks: take.blocks.len(), parent: take.last_serial, broken: false };
+        r.reg = super::request::RegChain {
+            blocks: take.blocks.len(),
+            parent: take.last_serial,
+            broken: false,
+        };
         r.table = take.blocks;
         r.phase = Phase::Context;
         self.running.push(id);

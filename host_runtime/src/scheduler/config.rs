@@ -49,7 +49,10 @@ impl SchedulerConfig {
             }
         }
         if self.max_num_tokens < tokens_per_block {
-            return Err(SchedulerError::MaxNumTokens { max_num_tokens: self.max_num_tokens, tokens_per_block });
+            return Err(SchedulerError::MaxNumTokens {
+                max_num_tokens: self.max_num_tokens,
+                tokens_per_block,
+            });
         }
         Ok(())
     }
@@ -62,28 +65,54 @@ pub enum SchedulerError {
     Kv(#[from] KvConfigError),
     #[error("{field} = 0: must be at least 1")]
     Zero { field: &'static str },
-    #[error("max_num_tokens = {max_num_tokens} must be at least tokens_per_block = {tokens_per_block}")]
-    MaxNumTokens { max_num_tokens: usize, tokens_per_block: usize },
+    #[error(
+        "max_num_tokens = {max_num_tokens} must be at least tokens_per_block = {tokens_per_block}"
+    )]
+    MaxNumTokens {
+        max_num_tokens: usize,
+        tokens_per_block: usize,
+    },
 }
 
 /// Why a request was refused at submission (it would never run otherwise).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum SubmitError {
     #[error("queue full: {queued} waiting requests, max_queue_size = {max_queue_size}")]
-    QueueFull { queued: usize, max_queue_size: usize },
+    QueueFull {
+        queued: usize,
+        max_queue_size: usize,
+    },
     #[error("request id {id} is already in use")]
     DuplicateId { id: RequestId },
     #[error("empty prompt: a request needs at least 1 prompt token")]
     EmptyPrompt,
     #[error("max_new_tokens = 0: a request must generate at least 1 token")]
     ZeroMaxNewTokens,
-    #[error("prompt {prompt_len} + max_new_tokens {max_new_tokens} = {total} tokens exceeds max_seq_len = {max_seq_len}")]
-    ExceedsMaxSeqLen { prompt_len: usize, max_new_tokens: usize, total: usize, max_seq_len: usize },
+    #[error(
+        "prompt {prompt_len} + max_new_tokens {max_new_tokens} = {total} tokens exceeds max_seq_len = {max_seq_len}"
+    )]
+    ExceedsMaxSeqLen {
+        prompt_len: usize,
+        max_new_tokens: usize,
+        total: usize,
+        max_seq_len: usize,
+    },
     #[error(
         "prompt {prompt_len} + max_new_tokens {max_new_tokens} needs {needed_blocks} KV blocks \
          of {tokens_per_block} tokens, but the pool has {usable_blocks}"
     )]
-    ExceedsKvPool { prompt_len: usize, max_new_tokens: usize, needed_blocks: usize, tokens_per_block: usize, usable_blocks: usize },
-    #[error("prompt of {prompt_len} tokens exceeds max_num_tokens = {max_num_tokens} and chunked_context is off")]
-    PromptExceedsMaxNumTokens { prompt_len: usize, max_num_tokens: usize },
+    ExceedsKvPool {
+        prompt_len: usize,
+        max_new_tokens: usize,
+        needed_blocks: usize,
+        tokens_per_block: usize,
+        usable_blocks: usize,
+    },
+    #[error(
+        "prompt of {prompt_len} tokens exceeds max_num_tokens = {max_num_tokens} and chunked_context is off"
+    )]
+    PromptExceedsMaxNumTokens {
+        prompt_len: usize,
+        max_num_tokens: usize,
+    },
 }

@@ -30,7 +30,12 @@ pub(crate) fn form(cands: &[Candidate], cfg: &SchedulerConfig, tpb: usize) -> Ve
         if slots == 0 || budget == 0 {
             break;
         }
-        out.push(Planned { id: c.id, len: 1, needs_logits: true, is_context: false });
+        out.push(Planned {
+            id: c.id,
+            len: 1,
+            needs_logits: true,
+            is_context: false,
+        });
         slots -= 1;
         budget -= 1;
     }
@@ -38,7 +43,9 @@ pub(crate) fn form(cands: &[Candidate], cfg: &SchedulerConfig, tpb: usize) -> Ve
         if slots == 0 {
             break;
         }
-        let Some(p) = context_chunk(c, budget, tpb) else { break };
+        let Some(p) = context_chunk(c, budget, tpb) else {
+            break;
+        };
         out.push(p);
         slots -= 1;
         budget -= p.len;
@@ -50,10 +57,20 @@ pub(crate) fn form(cands: &[Candidate], cfg: &SchedulerConfig, tpb: usize) -> Ve
 fn context_chunk(c: &Candidate, budget: usize, tpb: usize) -> Option<Planned> {
     let cap = c.max_tokens.min(budget);
     if c.remaining > 0 && c.remaining <= cap {
-        return Some(Planned { id: c.id, len: c.remaining, needs_logits: true, is_context: true });
+        return Some(Planned {
+            id: c.id,
+            len: c.remaining,
+            needs_logits: true,
+            is_context: true,
+        });
     }
     let len = cap / tpb * tpb;
-    (c.chunkable && len > 0).then_some(Planned { id: c.id, len, needs_logits: false, is_context: true })
+    (c.chunkable && len > 0).then_some(Planned {
+        id: c.id,
+        len,
+        needs_logits: false,
+        is_context: true,
+    })
 }
 
 #[cfg(test)]
@@ -62,20 +79,43 @@ mod tests {
     use crate::scheduler::CapacityPolicy;
 
     fn cfg(batch: usize, tokens: usize) -> SchedulerConfig {
-        SchedulerConfig { max_batch_size: batch, max_num_tokens: tokens, max_queue_size: 8, max_seq_len: 4096, policy: CapacityPolicy::MaxUtilization, chunked_context: true }
+        SchedulerConfig {
+            max_batch_size: batch,
+            max_num_tokens: tokens,
+            max_queue_size: 8,
+            max_seq_len: 4096,
+            policy: CapacityPolicy::MaxUtilization,
+            chunked_context: true,
+        }
     }
 
     fn ctx(id: u64, remaining: usize, chunkable: bool) -> Candidate {
-        Candidate { id, is_context: true, remaining, max_tokens: remaining, chunkable }
+        Candidate {
+            id,
+            is_context: true,
+            remaining,
+            max_tokens: remaining,
+            chunkable,
+        }
     }
 
     fn gen_(id: u64) -> Candidate {
-        Candidate { id, is_context: false, remaining: 1, max_tokens: 1, chunkable: false }
+        Candidate {
+            id,
+            is_context: false,
+            remaining: 1,
+            max_tokens: 1,
+            chunkable: false,
+        }
     }
 
     #[test]
     fn generation_first_then_chunked_contexts() {
-        let plan = form(&[ctx(1, 100, true), gen_(2), gen_(3), ctx(4, 10, true)], &cfg(8, 50), 16);
+        let plan = form(
+            &[ctx(1, 100, true), gen_(2), gen_(3), ctx(4, 10, true)],
+            &cfg(8, 50),
+            16,
+        );
         let got: Vec<_> = plan.iter().map(|p| (p.id, p.len, p.needs_logits)).collect();
         // 48 tokens left after two generations: request 1 gets 3 blocks (not last), then
         // nothing is left for request 4.
@@ -84,7 +124,11 @@ mod tests {
 
     #[test]
     fn unchunked_context_waits_and_blocks_later_ones() {
-        let plan = form(&[gen_(2), ctx(1, 100, false), ctx(4, 10, false)], &cfg(8, 100), 16);
+        let plan = form(
+            &[gen_(2), ctx(1, 100, false), ctx(4, 10, false)],
+            &cfg(8, 100),
+            16,
+        );
         let got: Vec<_> = plan.iter().map(|p| p.id).collect();
         assert_eq!(got, vec![2], "FIFO: request 4 does not overtake request 1");
     }
@@ -96,7 +140,10 @@ mod tests {
         let plan = form(&[gen_(1), gen_(2), gen_(3)], &cfg(8, 2), 16);
         assert_eq!(plan.len(), 2);
         // Capacity-limited context: two blocks' worth of tokens.
-        let c = Candidate { max_tokens: 32, ..ctx(7, 100, true) };
+        let c = Candidate {
+            max_tokens: 32,
+            ..ctx(7, 100, true)
+        };
         assert_eq!(form(&[c], &cfg(8, 1000), 16)[0].len, 32);
     }
 }

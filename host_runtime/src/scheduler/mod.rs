@@ -6,13 +6,13 @@
 //! [`Scheduler::finish`] ends a request whose generation the executor stopped.
 //!
 //! One step is three named stages:
-//! 1. **capacity** ([`capacity`]): which running and waiting requests fit the KV cache under
+//! 1. **capacity** (`capacity.rs`): which running and waiting requests fit the KV cache under
 //!    the [`CapacityPolicy`]; FIFO admission (the queue head blocks those behind it, so
 //!    nothing starves); preemption of the newest running requests under `MaxUtilization`;
-//! 2. **micro-batch** ([`microbatch`]): within `max_batch_size` items and `max_num_tokens`
+//! 2. **micro-batch** (`microbatch.rs`): within `max_batch_size` items and `max_num_tokens`
 //!    tokens, generation requests first (1 token each, oldest first), then context chunks
 //!    (oldest first; a context that cannot be scheduled stops those behind it);
-//! 3. **allocation** ([`allocate`]): extend block tables to cover the scheduled tokens.
+//! 3. **allocation** (`allocate.rs`): extend block tables to cover the scheduled tokens.
 //!
 //! Invariants (checked by [`Scheduler::check_invariants`] and [`Scheduler::check_step`]):
 //! - every request is waiting or running, never both; waiting requests hold no blocks;
@@ -26,6 +26,12 @@
 //!   block table covers `start_pos + tokens.len()`; nothing is scheduled past
 //!   `prompt + max_new_tokens - 1` positions;
 //! - `GuaranteedNoEvict` never preempts and always holds `free >= blocks still reserved`.
+//!
+//! A request is done once it holds prompt + `max_new_tokens` tokens: it is never scheduled
+//! again and waits for `finish()` (the executor may finish it earlier). Its last token is
+//! never computed, so a request caches at most `prompt + max_new_tokens - 1` positions and
+//! that is what `GuaranteedNoEvict` reserves. With prefix reuse, a block becomes findable
+//! once all its positions are computed (a sampled token is only cached by the next step).
 //!
 //! A step's `on_step_done` reports must arrive before the next `schedule()`; an item not
 //! confirmed by then (or confirmed without a token where logits were needed) counts as not
@@ -131,7 +137,12 @@ impl Scheduler {
     }
 
     /// Queues a request, or refuses it at once when it could never run (see [`SubmitError`]).
-    pub fn submit(&mut self, id: RequestId, prompt: Vec<u32>, max_new_tokens: usize) -> Result<(), SubmitError> {
+    pub fn submit(
+        &mut self,
+        id: RequestId,
+        prompt: Vec<u32>,
+        max_new_tokens: usize,
+    ) -> Result<(), SubmitError> {
         self.admissible(id, prompt.len(), max_new_tokens)?;
         self.reqs.insert(id, Request::new(prompt, max_new_tokens));
         self.waiting.push_back(id);
@@ -139,10 +150,18 @@ impl Scheduler {
     }
 
     /// The submit checks, in the order the errors are reported.
-    fn admissible(&self, id: RequestId, prompt_len: usize, max_new_tokens: usize) -> Result<(), SubmitError> {
+    fn admissible(
+        &self,
+        id: RequestId,
+        prompt_len: usize,
+        max_new_tokens: usize,
+    ) -> Result<(), SubmitError> {
         let c = &self.cfg;
         if self.waiting.len() >= c.max_queue_size {
-            return Err(SubmitError::QueueFull { queued: self.waiting.len(), max_queue_size: c.max_queue_size });
+            return Err(SubmitError::QueueFull {
+                queued: self.waiting.len(),
+                max_queue_size: c.max_queue_size,
+            });
         }
         if self.reqs.contains_key(&id) {
             return Err(SubmitError::DuplicateId { id });
@@ -155,15 +174,29 @@ impl Scheduler {
         }
         let total = prompt_len.saturating_add(max_new_tokens);
         if total > c.max_seq_len {
-            return Err(SubmitError::ExceedsMaxSeqLen { prompt_len, max_new_tokens, total, max_seq_len: c.max_seq_len });
+            return Err(SubmitError::ExceedsMaxSeqLen {
+                prompt_len,
+                max_new_tokens,
+                total,
+                max_seq_len: c.max_seq_len,
+            });
         }
         let needed_blocks = blocks_for(total - 1, self.tpb);
         if needed_blocks > self.pool.usable_blocks() {
             let usable_blocks = self.pool.usable_blocks();
-            return Err(SubmitError::ExceedsKvPool { prompt_len, max_new_tokens, needed_blocks, tokens_per_block: self.tpb, usable_blocks });
+            return Err(SubmitError::ExceedsKvPool {
+                prompt_len,
+                max_new_tokens,
+                needed_blocks,
+                tokens_per_block: self.tpb,
+                usable_blocks,
+            });
         }
         if !c.chunked_context && prompt_len > c.max_num_tokens {
-            return Err(SubmitError::PromptExceedsMaxNumTokens { prompt_len, max_num_tokens: c.max_num_tokens });
+            return Err(SubmitError::PromptExceedsMaxNumTokens {
+                prompt_len,
+                max_num_tokens: c.max_num_tokens,
+            });
         }
         Ok(())
     }
@@ -180,7 +213,9 @@ impl Scheduler {
     }
 
     fn remove(&mut self, id: RequestId) -> bool {
-        let Some(mut r) = self.reqs.remove(&id) else { return false };
+        let Some(mut r) = self.reqs.remove(&id) else {
+            return false;
+        };
         match r.phase {
             Phase::Waiting => self.waiting.retain(|&w| w != id),
             Phase::Context | Phase::Generation => self.running.retain(|&w| w != id),
@@ -211,14 +246,27 @@ impl Scheduler {
         let plan = microbatch::form(&cands, &self.cfg, self.tpb);
         let items = self.allocate(&plan);
         let (swap_out, swap_in) = self.pool.take_swaps();
-        let step = Step { items, preempted, swap_out, swap_in };
-        self.stats.record(&step, reused, &self.pool, self.running.len(), self.waiting.len());
+        let step = Step {
+            items,
+            preempted,
+            swap_out,
+            swap_in,
+        };
+        self.stats.record(
+            &step,
+            reused,
+            &self.pool,
+            self.running.len(),
+            self.waiting.len(),
+        );
         step
     }
 
     /// Reports the backend's result for one item of the last step (see the module doc).
     pub fn on_step_done(&mut self, id: RequestId, sampled: Option<u32>) {
-        let Some(r) = self.reqs.get_mut(&id) else { return };
+        let Some(r) = self.reqs.get_mut(&id) else {
+            return;
+        };
         let Some(s) = r.scheduled.take() else { return };
         if s.needs_logits {
             let Some(tok) = sampled else { return };
@@ -238,9 +286,13 @@ impl Scheduler {
         self.stats.last.clone()
     }
 
-    /// (free, used, total usable) KV blocks now.
+    /// (free, used, total usable) KV blocks now; free blocks include cached reusable ones.
     pub fn kv_block_counts(&self) -> (usize, usize, usize) {
-        (self.pool.free_blocks(), self.pool.used_blocks(), self.pool.usable_blocks())
+        (
+            self.pool.free_blocks(),
+            self.pool.used_blocks(),
+            self.pool.usable_blocks(),
+        )
     }
 
     /// A live request's tokens: prompt followed by the tokens sampled so far.

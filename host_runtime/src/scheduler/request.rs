@@ -39,7 +39,11 @@ pub(crate) struct RegChain {
 }
 
 impl RegChain {
-    pub(crate) const EMPTY: RegChain = RegChain { blocks: 0, parent: ROOT, broken: false };
+    pub(crate) const EMPTY: RegChain = RegChain {
+        blocks: 0,
+        parent: ROOT,
+        broken: false,
+    };
 }
 
 #[derive(Clone, Debug)]

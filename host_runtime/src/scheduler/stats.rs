@@ -47,14 +47,26 @@ impl StatsState {
             tokens_per_block: pool.tokens_per_block(),
             ..Default::default()
         };
-        StatsState { last, total_preempted: 0 }
+        StatsState {
+            last,
+            total_preempted: 0,
+        }
     }
 
-    pub(crate) fn record(&mut self, step: &Step, reused: usize, pool: &BlockPool, active: usize, queued: usize) {
+    pub(crate) fn record(
+        &mut self,
+        step: &Step,
+        reused: usize,
+        pool: &BlockPool,
+        active: usize,
+        queued: usize,
+    ) {
         let contexts = step.items.iter().filter(|i| i.is_context).count();
         self.last = IterationStats {
             step: self.last.step + 1,
-            timestamp_us: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64),
+            timestamp_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
             active_requests: active,
             context_requests: contexts,
             generation_requests: step.items.len() - contexts,

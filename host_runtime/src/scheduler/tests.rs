@@ -8,11 +8,23 @@ use super::*;
 use crate::kv::KvCacheConfig;
 
 fn cfg(policy: CapacityPolicy, chunked: bool, batch: usize, tokens: usize) -> SchedulerConfig {
-    SchedulerConfig { max_batch_size: batch, max_num_tokens: tokens, max_queue_size: 16, max_seq_len: 1024, policy, chunked_context: chunked }
+    SchedulerConfig {
+        max_batch_size: batch,
+        max_num_tokens: tokens,
+        max_queue_size: 16,
+        max_seq_len: 1024,
+        policy,
+        chunked_context: chunked,
+    }
 }
 
 fn kv(blocks: usize, reuse: bool, host: usize) -> KvCacheConfig {
-    KvCacheConfig { tokens_per_block: 8, num_blocks: blocks, enable_reuse: reuse, host_cache_blocks: host }
+    KvCacheConfig {
+        tokens_per_block: 8,
+        num_blocks: blocks,
+        enable_reuse: reuse,
+        host_cache_blocks: host,
+    }
 }
 
 fn seq(start: u32, n: usize) -> Vec<u32> {
@@ -31,22 +43,36 @@ fn step(s: &mut Scheduler) -> Step {
 }
 
 fn summary(st: &Step) -> Vec<(RequestId, usize, usize, bool)> {
-    st.items.iter().map(|i| (i.id, i.start_pos, i.tokens.len(), i.needs_logits)).collect()
+    st.items
+        .iter()
+        .map(|i| (i.id, i.start_pos, i.tokens.len(), i.needs_logits))
+        .collect()
 }
 
 #[test]
 fn context_then_generation() {
-    let mut s = Scheduler::new(cfg(CapacityPolicy::GuaranteedNoEvict, false, 4, 64), kv(16, false, 0)).unwrap();
+    let mut s = Scheduler::new(
+        cfg(CapacityPolicy::GuaranteedNoEvict, false, 4, 64),
+        kv(16, false, 0),
+    )
+    .unwrap();
     s.submit(7, seq(100, 10), 3).unwrap();
     let st = step(&mut s);
     assert_eq!(summary(&st), vec![(7, 0, 10, true)]);
     assert!(st.items[0].is_context && st.items[0].tokens == seq(100, 10));
-    assert_eq!(st.items[0].block_table, vec![1, 2], "whole reservation not allocated up front");
+    assert_eq!(
+        st.items[0].block_table,
+        vec![1, 2],
+        "whole reservation not allocated up front"
+    );
     let st = step(&mut s);
     assert_eq!(summary(&st), vec![(7, 10, 1, true)]);
     assert!(!st.items[0].is_context && st.items[0].tokens == vec![1]);
     step(&mut s);
-    assert!(step(&mut s).items.is_empty(), "all 3 tokens generated: waits for finish()");
+    assert!(
+        step(&mut s).items.is_empty(),
+        "all 3 tokens generated: waits for finish()"
+    );
     assert_eq!(s.request_tokens(7).unwrap().len(), 13);
     s.finish(7);
     assert_eq!(s.kv_block_counts(), (15, 0, 15));
@@ -61,31 +87,73 @@ fn submit_refusals_name_the_limits() {
     assert_eq!(s.submit(1, vec![], 5), Err(SubmitError::EmptyPrompt));
     assert_eq!(s.submit(1, vec![1], 0), Err(SubmitError::ZeroMaxNewTokens));
     let e = s.submit(1, seq(0, 90), 20).unwrap_err().to_string();
-    assert!(e.contains("90") && e.contains("20") && e.contains("110") && e.contains("100"), "{e}");
+    assert!(
+        e.contains("90") && e.contains("20") && e.contains("110") && e.contains("100"),
+        "{e}"
+    );
     let e = s.submit(1, seq(0, 30), 12).unwrap_err().to_string();
     assert!(e.contains("6 KV blocks") && e.contains("has 5"), "{e}");
     let e = s.submit(1, seq(0, 33), 1).unwrap_err().to_string();
     assert!(e.contains("33") && e.contains("max_num_tokens = 32"), "{e}");
     s.submit(1, seq(0, 4), 4).unwrap();
-    assert_eq!(s.submit(1, seq(0, 4), 4), Err(SubmitError::DuplicateId { id: 1 }));
+    assert_eq!(
+        s.submit(1, seq(0, 4), 4),
+        Err(SubmitError::DuplicateId { id: 1 })
+    );
     s.submit(2, seq(0, 4), 4).unwrap();
     let e = s.submit(3, seq(0, 4), 4).unwrap_err();
-    assert_eq!(e, SubmitError::QueueFull { queued: 2, max_queue_size: 2 });
-    assert!(Scheduler::new(cfg(CapacityPolicy::MaxUtilization, true, 4, 7), kv(6, false, 0)).unwrap_err().to_string().contains("max_num_tokens = 7"));
-    assert!(Scheduler::new(cfg(CapacityPolicy::MaxUtilization, true, 0, 8), kv(6, false, 0)).is_err());
+    assert_eq!(
+        e,
+        SubmitError::QueueFull {
+            queued: 2,
+            max_queue_size: 2
+        }
+    );
+    assert!(
+        Scheduler::new(
+            cfg(CapacityPolicy::MaxUtilization, true, 4, 7),
+            kv(6, false, 0)
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("max_num_tokens = 7")
+    );
+    assert!(
+        Scheduler::new(
+            cfg(CapacityPolicy::MaxUtilization, true, 0, 8),
+            kv(6, false, 0)
+        )
+        .is_err()
+    );
 }
 
 #[test]
 fn chunked_context_splits_on_block_boundaries() {
-    let mut s = Scheduler::new(cfg(CapacityPolicy::GuaranteedNoEvict, true, 4, 20), kv(32, false, 0)).unwrap();
+    let mut s = Scheduler::new(
+        cfg(CapacityPolicy::GuaranteedNoEvict, true, 4, 20),
+        kv(32, false, 0),
+    )
+    .unwrap();
     s.submit(1, seq(0, 43), 2).unwrap();
     let chunks: Vec<_> = (0..4).map(|_| summary(&step(&mut s))[0]).collect();
-    assert_eq!(chunks, vec![(1, 0, 16, false), (1, 16, 16, false), (1, 32, 11, true), (1, 43, 1, true)]);
+    assert_eq!(
+        chunks,
+        vec![
+            (1, 0, 16, false),
+            (1, 16, 16, false),
+            (1, 32, 11, true),
+            (1, 43, 1, true)
+        ]
+    );
 }
 
 #[test]
 fn generation_goes_before_contexts_and_limits_hold() {
-    let mut s = Scheduler::new(cfg(CapacityPolicy::GuaranteedNoEvict, true, 2, 16), kv(64, false, 0)).unwrap();
+    let mut s = Scheduler::new(
+        cfg(CapacityPolicy::GuaranteedNoEvict, true, 2, 16),
+        kv(64, false, 0),
+    )
+    .unwrap();
     s.submit(1, seq(0, 5), 10).unwrap();
     step(&mut s);
     s.submit(2, seq(0, 40), 10).unwrap();
@@ -99,7 +167,11 @@ fn generation_goes_before_contexts_and_limits_hold() {
 #[test]
 fn guaranteed_no_evict_reserves_the_whole_request() {
     // 6 usable blocks; each request needs blocks for 16 + 16 - 1 positions = 4 blocks.
-    let mut s = Scheduler::new(cfg(CapacityPolicy::GuaranteedNoEvict, false, 4, 64), kv(7, false, 0)).unwrap();
+    let mut s = Scheduler::new(
+        cfg(CapacityPolicy::GuaranteedNoEvict, false, 4, 64),
+        kv(7, false, 0),
+    )
+    .unwrap();
     s.submit(1, seq(0, 16), 16).unwrap();
     s.submit(2, seq(0, 16), 16).unwrap();
     let st = step(&mut s);
@@ -116,7 +188,11 @@ fn guaranteed_no_evict_reserves_the_whole_request() {
 #[test]
 fn max_utilization_preempts_the_newest() {
     // 4 usable blocks of 8; two requests of 12 prompt tokens (2 blocks each).
-    let mut s = Scheduler::new(cfg(CapacityPolicy::MaxUtilization, false, 4, 64), kv(5, false, 0)).unwrap();
+    let mut s = Scheduler::new(
+        cfg(CapacityPolicy::MaxUtilization, false, 4, 64),
+        kv(5, false, 0),
+    )
+    .unwrap();
     s.submit(1, seq(0, 12), 20).unwrap();
     s.submit(2, seq(50, 12), 20).unwrap();
     let st = step(&mut s);
@@ -129,7 +205,11 @@ fn max_utilization_preempts_the_newest() {
     assert_eq!(st.preempted, vec![2]);
     assert_eq!(summary(&st), vec![(1, 16, 1, true)]);
     assert_eq!(s.queue_len(), 1);
-    assert_eq!(s.request_tokens(2).unwrap().len(), 17, "prompt + generated kept");
+    assert_eq!(
+        s.request_tokens(2).unwrap().len(),
+        17,
+        "prompt + generated kept"
+    );
     assert_eq!(s.stats().preempted, 1);
     s.finish(1);
     // Recomputed as one context of all 17 tokens, then generation continues.
@@ -140,7 +220,11 @@ fn max_utilization_preempts_the_newest() {
 
 #[test]
 fn prefix_reuse_skips_cached_blocks() {
-    let mut s = Scheduler::new(cfg(CapacityPolicy::GuaranteedNoEvict, false, 4, 64), kv(16, true, 0)).unwrap();
+    let mut s = Scheduler::new(
+        cfg(CapacityPolicy::GuaranteedNoEvict, false, 4, 64),
+        kv(16, true, 0),
+    )
+    .unwrap();
     s.submit(1, seq(0, 20), 2).unwrap();
     step(&mut s);
     step(&mut s);
@@ -149,7 +233,10 @@ fn prefix_reuse_skips_cached_blocks() {
     s.submit(2, seq(0, 22), 2).unwrap();
     let st = step(&mut s);
     assert_eq!(summary(&st), vec![(2, 16, 6, true)]);
-    assert_eq!((s.stats().reused_blocks, s.stats().total_reused_blocks), (2, 2));
+    assert_eq!(
+        (s.stats().reused_blocks, s.stats().total_reused_blocks),
+        (2, 2)
+    );
     // An exact multiple of the block size still computes its last block (logits need a token).
     s.submit(3, seq(0, 16), 2).unwrap();
     assert_eq!(summary(&step(&mut s))[1], (3, 8, 8, true));
@@ -160,7 +247,11 @@ fn prefix_reuse_skips_cached_blocks() {
 #[test]
 fn host_tier_swaps_out_then_in() {
     // 4 usable blocks, 4 host slots.
-    let mut s = Scheduler::new(cfg(CapacityPolicy::MaxUtilization, false, 4, 64), kv(5, true, 4)).unwrap();
+    let mut s = Scheduler::new(
+        cfg(CapacityPolicy::MaxUtilization, false, 4, 64),
+        kv(5, true, 4),
+    )
+    .unwrap();
     s.submit(1, seq(0, 17), 1).unwrap();
     step(&mut s);
     s.finish(1); // blocks 1, 2 cached (block 3, partial, not)
@@ -180,7 +271,11 @@ fn host_tier_swaps_out_then_in() {
 
 #[test]
 fn cancel_frees_at_once_and_is_forgotten() {
-    let mut s = Scheduler::new(cfg(CapacityPolicy::MaxUtilization, true, 4, 64), kv(16, true, 0)).unwrap();
+    let mut s = Scheduler::new(
+        cfg(CapacityPolicy::MaxUtilization, true, 4, 64),
+        kv(16, true, 0),
+    )
+    .unwrap();
     s.submit(1, seq(0, 30), 10).unwrap();
     s.submit(2, seq(0, 30), 10).unwrap();
     step(&mut s);
@@ -198,7 +293,11 @@ fn cancel_frees_at_once_and_is_forgotten() {
 
 #[test]
 fn unconfirmed_items_are_planned_again() {
-    let mut s = Scheduler::new(cfg(CapacityPolicy::GuaranteedNoEvict, false, 4, 64), kv(16, false, 0)).unwrap();
+    let mut s = Scheduler::new(
+        cfg(CapacityPolicy::GuaranteedNoEvict, false, 4, 64),
+        kv(16, false, 0),
+    )
+    .unwrap();
     s.submit(1, seq(0, 5), 4).unwrap();
     let a = s.schedule();
     let b = s.schedule();
@@ -210,16 +309,41 @@ fn unconfirmed_items_are_planned_again() {
 
 #[test]
 fn stats_serialize_to_json() {
-    let mut s = Scheduler::new(cfg(CapacityPolicy::GuaranteedNoEvict, false, 4, 64), kv(16, false, 0)).unwrap();
+    let mut s = Scheduler::new(
+        cfg(CapacityPolicy::GuaranteedNoEvict, false, 4, 64),
+        kv(16, false, 0),
+    )
+    .unwrap();
     s.submit(1, seq(0, 5), 4).unwrap();
     s.submit(2, seq(0, 5), 4).unwrap();
     step(&mut s);
     let st = s.stats();
-    assert_eq!((st.step, st.active_requests, st.context_requests, st.scheduled_tokens), (1, 2, 2, 10));
-    assert_eq!((st.used_kv_blocks, st.max_kv_blocks, st.tokens_per_block, st.queue_len), (2, 15, 8, 0));
+    assert_eq!(
+        (
+            st.step,
+            st.active_requests,
+            st.context_requests,
+            st.scheduled_tokens
+        ),
+        (1, 2, 2, 10)
+    );
+    assert_eq!(
+        (
+            st.used_kv_blocks,
+            st.max_kv_blocks,
+            st.tokens_per_block,
+            st.queue_len
+        ),
+        (2, 15, 8, 0)
+    );
     assert!(st.timestamp_us > 1_600_000_000_000_000);
     let json = serde_json::to_string(&st).unwrap();
-    for field in ["\"step\":1", "\"free_kv_blocks\":13", "\"total_reused_blocks\":0", "\"preempted\":0"] {
+    for field in [
+        "\"step\":1",
+        "\"free_kv_blocks\":13",
+        "\"total_reused_blocks\":0",
+        "\"preempted\":0",
+    ] {
         assert!(json.contains(field), "{json}");
     }
 }
@@ -236,29 +360,57 @@ fn random_drivers_reach_every_path() {
     }
     eprintln!("{total:?}");
     let c = total;
-    assert!(c.steps > 1000 && c.items > 1000 && c.chunks > 0 && c.preempted > 0, "{c:?}");
-    assert!(c.reused_blocks > 0 && c.swap_out > 0 && c.swap_in > 0, "{c:?}");
+    assert!(
+        c.steps > 1000 && c.items > 1000 && c.chunks > 0 && c.preempted > 0,
+        "{c:?}"
+    );
+    assert!(
+        c.reused_blocks > 0 && c.swap_out > 0 && c.swap_in > 0,
+        "{c:?}"
+    );
 }
 
 // ---- property tests ----
 
 fn any_config() -> impl Strategy<Value = (SchedulerConfig, KvCacheConfig)> {
     let kv = (0u32..5, 2usize..40, any::<bool>(), 0usize..5);
-    let sched = (any::<bool>(), any::<bool>(), 1usize..8, 0usize..200, 1usize..12, 1usize..8, 0usize..16);
-    (kv, sched).prop_map(|((t, blocks, reuse, host), (maxu, chunked, batch, extra, queue, seq_blocks, seq_extra))| {
-        let tpb = 8usize << t;
-        let kv = KvCacheConfig { tokens_per_block: tpb, num_blocks: blocks, enable_reuse: reuse, host_cache_blocks: if reuse { host } else { 0 } };
-        let policy = if maxu { CapacityPolicy::MaxUtilization } else { CapacityPolicy::GuaranteedNoEvict };
-        let cfg = SchedulerConfig {
-            max_batch_size: batch,
-            max_num_tokens: tpb + extra,
-            max_queue_size: queue,
-            max_seq_len: tpb * seq_blocks + seq_extra,
-            policy,
-            chunked_context: chunked,
-        };
-        (cfg, kv)
-    })
+    let sched = (
+        any::<bool>(),
+        any::<bool>(),
+        1usize..8,
+        0usize..200,
+        1usize..12,
+        1usize..8,
+        0usize..16,
+    );
+    (kv, sched).prop_map(
+        |(
+            (t, blocks, reuse, host),
+            (maxu, chunked, batch, extra, queue, seq_blocks, seq_extra),
+        )| {
+            let tpb = 8usize << t;
+            let kv = KvCacheConfig {
+                tokens_per_block: tpb,
+                num_blocks: blocks,
+                enable_reuse: reuse,
+                host_cache_blocks: if reuse { host } else { 0 },
+            };
+            let policy = if maxu {
+                CapacityPolicy::MaxUtilization
+            } else {
+                CapacityPolicy::GuaranteedNoEvict
+            };
+            let cfg = SchedulerConfig {
+                max_batch_size: batch,
+                max_num_tokens: tpb + extra,
+                max_queue_size: queue,
+                max_seq_len: tpb * seq_blocks + seq_extra,
+                policy,
+                chunked_context: chunked,
+            };
+            (cfg, kv)
+        },
+    )
 }
 
 fn any_op() -> impl Strategy<Value = Op> {
@@ -275,9 +427,8 @@ fn any_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+// 256 cases each by default; PROPTEST_CASES=N runs more.
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
-
     /// Random operation sequences keep every invariant, and draining frees every block.
     #[test]
     fn random_operations_keep_invariants((cfg, kv) in any_config(), ops in prop::collection::vec(any_op(), 1..120)) {

@@ -12,10 +12,15 @@
 //!
 //! It is public so the fuzz crate can use it; it is not part of the engine's API.
 
+mod decode;
+mod shadow;
+
 use std::collections::BTreeMap;
 
+pub use decode::{decode, run_bytes};
+use shadow::{Model, Shadow};
+
 use super::{RequestId, Scheduler, SchedulerConfig, SchedulerError, Step, SubmitError};
-use super::CapacityPolicy;
 use crate::kv::{KvCacheConfig, blocks_for};
 use crate::testing::Rng;
 
@@ -24,10 +29,21 @@ use crate::testing::Rng;
 pub enum Op {
     /// Submit a new request: its first `shared` tokens come from prompt family `family`
     /// (so requests share prefixes), the rest from `seed`.
-    Submit { prompt_len: usize, max_new: usize, family: u8, shared: usize, seed: u64 },
+    Submit {
+        prompt_len: usize,
+        max_new: usize,
+        family: u8,
+        shared: usize,
+        seed: u64,
+    },
     /// Submit a follow-up (like a chat's next turn): the full tokens of a live or recently
     /// ended request, then `extra` tokens from `seed`.
-    SubmitFollowUp { pick: usize, extra: usize, max_new: usize, seed: u64 },
+    SubmitFollowUp {
+        pick: usize,
+        extra: usize,
+        max_new: usize,
+        seed: u64,
+    },
     /// Submit with the id of a live request (must be refused).
     SubmitDuplicate { pick: usize },
     /// schedule(), run the step on the shadow backend, on_step_done for each item.
@@ -38,75 +54,6 @@ pub enum Op {
     Cancel { pick: usize },
     /// finish() every request that generated all its tokens.
     FinishDone,
-}
-
-/// The driver's view of a request.
-struct Model {
-    tokens: Vec<u32>,
-    prompt_len: usize,
-    max_new: usize,
-    /// Prefix fingerprints of `tokens` (computed on demand).
-    fps: Vec<u64>,
-}
-
-impl Model {
-    fn done(&self) -> bool {
-        self.tokens.len() >= self.prompt_len + self.max_new
-    }
-
-    fn fingerprints(&mut self) -> &[u64] {
-        while self.fps.len() < self.tokens.len() {
-            let prev = self.fps.last().copied().unwrap_or(0x5EED);
-            let t = u64::from(self.tokens[self.fps.len()]);
-            self.fps.push(Rng::new(prev ^ t.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64() | 1);
-        }
-        &self.fps
-    }
-}
-
-/// Device and host KV contents as fingerprints (0 = never written).
-struct Shadow {
-    tpb: usize,
-    device: Vec<u64>,
-    host: Vec<u64>,
-}
-
-impl Shadow {
-    fn copy(src: &[u64], s: usize, dst: &mut [u64], d: usize, tpb: usize) -> Result<(), String> {
-        let (a, b) = (s * tpb, d * tpb);
-        if a + tpb > src.len() || b + tpb > dst.len() {
-            return Err(format!("swap of block/slot {s} -> {d} out of range"));
-        }
-        dst[b..b + tpb].copy_from_slice(&src[a..a + tpb]);
-        Ok(())
-    }
-
-    /// Applies a step: swaps, then each item reads its prefix and writes its tokens.
-    fn run(&mut self, step: &Step, model: &mut BTreeMap<RequestId, Model>) -> Result<(), String> {
-        let tpb = self.tpb;
-        for &(b, s) in &step.swap_out {
-            Shadow::copy(&self.device, b as usize, &mut self.host, s, tpb)?;
-        }
-        for &(s, b) in &step.swap_in {
-            Shadow::copy(&self.host, s, &mut self.device, b as usize, tpb)?;
-        }
-        // The items of a step run concurrently: every read sees the state before the step.
-        for it in &step.items {
-            let m = model.get_mut(&it.id).ok_or(format!("step item for unknown request {}", it.id))?;
-            let fps = m.fingerprints();
-            let slot = |p: usize| it.block_table[p / tpb] as usize * tpb + p % tpb;
-            if let Some(p) = (0..it.start_pos).find(|&p| self.device[slot(p)] != fps[p]) {
-                return Err(format!("request {}: KV at position {p} (block {}) is not its prefix's", it.id, it.block_table[p / tpb]));
-            }
-        }
-        for it in &step.items {
-            let fps = model.get_mut(&it.id).map(|m| m.fingerprints()).unwrap_or_default();
-            for p in it.start_pos..it.start_pos + it.tokens.len() {
-                self.device[it.block_table[p / tpb] as usize * tpb + p % tpb] = fps[p];
-            }
-        }
-        Ok(())
-    }
 }
 
 /// What the driven steps exercised (to check that tests reach every path).
@@ -150,9 +97,22 @@ pub struct Harness {
 impl Harness {
     pub fn new(cfg: SchedulerConfig, kv: KvCacheConfig) -> Result<Self, SchedulerError> {
         let tpb = kv.tokens_per_block;
-        let shadow = Shadow { tpb, device: vec![0; kv.num_blocks * tpb], host: vec![0; kv.host_cache_blocks * tpb] };
+        let shadow = Shadow {
+            tpb,
+            device: vec![0; kv.num_blocks * tpb],
+            host: vec![0; kv.host_cache_blocks * tpb],
+        };
         let sched = Scheduler::new(cfg, kv)?;
-        Ok(Harness { coverage: Coverage::default(), sched, model: BTreeMap::new(), shadow, history: Vec::new(), next_id: 1, accepted: 0, finished: 0 })
+        Ok(Harness {
+            coverage: Coverage::default(),
+            sched,
+            model: BTreeMap::new(),
+            shadow,
+            history: Vec::new(),
+            next_id: 1,
+            accepted: 0,
+            finished: 0,
+        })
     }
 
     /// Live (accepted, not finished or cancelled) requests.
@@ -163,8 +123,19 @@ impl Harness {
     /// Applies one operation and checks everything.
     pub fn apply(&mut self, op: &Op) -> Result<(), String> {
         match *op {
-            Op::Submit { prompt_len, max_new, family, shared, seed } => self.submit(prompt_len, max_new, family, shared, seed)?,
-            Op::SubmitFollowUp { pick, extra, max_new, seed } => self.submit_follow_up(pick, extra, max_new, seed)?,
+            Op::Submit {
+                prompt_len,
+                max_new,
+                family,
+                shared,
+                seed,
+            } => self.submit(prompt_len, max_new, family, shared, seed)?,
+            Op::SubmitFollowUp {
+                pick,
+                extra,
+                max_new,
+                seed,
+            } => self.submit_follow_up(pick, extra, max_new, seed)?,
             Op::SubmitDuplicate { pick } => self.submit_duplicate(pick)?,
             Op::Step { seed } => self.step(seed)?,
             Op::Finish { pick } => self.end(pick, false)?,
@@ -177,7 +148,11 @@ impl Harness {
     fn check(&self) -> Result<(), String> {
         self.sched.check_invariants()?;
         if self.sched.queue_len() + self.sched.running_len() != self.model.len() {
-            return Err(format!("scheduler holds {} requests, driver {}", self.sched.queue_len() + self.sched.running_len(), self.model.len()));
+            return Err(format!(
+                "scheduler holds {} requests, driver {}",
+                self.sched.queue_len() + self.sched.running_len(),
+                self.model.len()
+            ));
         }
         for (&id, m) in &self.model {
             if self.sched.request_tokens(id) != Some(&m.tokens[..]) {
@@ -187,18 +162,39 @@ impl Harness {
         Ok(())
     }
 
-    fn submit(&mut self, prompt_len: usize, max_new: usize, family: u8, shared: usize, seed: u64) -> Result<(), String> {
+    fn submit(
+        &mut self,
+        prompt_len: usize,
+        max_new: usize,
+        family: u8,
+        shared: usize,
+        seed: u64,
+    ) -> Result<(), String> {
         let mut rng = Rng::new(seed);
         let prompt: Vec<u32> = (0..prompt_len)
-            .map(|p| if p < shared { u32::from(family) * 7919 + p as u32 % 97 } else { rng.below(4) as u32 })
+            .map(|p| {
+                if p < shared {
+                    u32::from(family) * 7919 + p as u32 % 97
+                } else {
+                    rng.below(4) as u32
+                }
+            })
             .collect();
         self.submit_prompt(prompt, max_new)
     }
 
-    fn submit_follow_up(&mut self, pick: usize, extra: usize, max_new: usize, seed: u64) -> Result<(), String> {
+    fn submit_follow_up(
+        &mut self,
+        pick: usize,
+        extra: usize,
+        max_new: usize,
+        seed: u64,
+    ) -> Result<(), String> {
         let live = self.model.values().map(|m| &m.tokens);
         let known: Vec<&Vec<u32>> = live.chain(self.history.iter()).collect();
-        let Some(base) = known.get(pick % known.len().max(1)) else { return Ok(()) };
+        let Some(base) = known.get(pick % known.len().max(1)) else {
+            return Ok(());
+        };
         let mut rng = Rng::new(seed);
         let mut prompt = (*base).clone();
         prompt.extend((0..extra).map(|_| rng.below(4) as u32));
@@ -212,13 +208,23 @@ impl Harness {
         let reasons = self.refusal_reasons(prompt_len, max_new);
         match self.sched.submit(id, prompt.clone(), max_new) {
             Ok(()) if reasons.is_empty() => {
-                self.model.insert(id, Model { tokens: prompt, prompt_len, max_new, fps: Vec::new() });
+                self.model.insert(
+                    id,
+                    Model {
+                        tokens: prompt,
+                        prompt_len,
+                        max_new,
+                        fps: Vec::new(),
+                    },
+                );
                 self.accepted += 1;
                 Ok(())
             }
             Ok(()) => Err(format!("request accepted despite {reasons:?}")),
             Err(e) if reasons.contains(&refusal_name(&e)) => Ok(()),
-            Err(e) => Err(format!("refused ({e}) but the conditions that hold are {reasons:?}")),
+            Err(e) => Err(format!(
+                "refused ({e}) but the conditions that hold are {reasons:?}"
+            )),
         }
     }
 
@@ -232,14 +238,26 @@ impl Harness {
             ("empty", prompt_len == 0),
             ("zero_new", max_new == 0),
             ("seq_len", total > c.max_seq_len),
-            ("pool", total > 0 && blocks_for(total - 1, tpb) > self.sched.pool().usable_blocks()),
-            ("num_tokens", !c.chunked_context && prompt_len > c.max_num_tokens),
+            (
+                "pool",
+                total > 0 && blocks_for(total - 1, tpb) > self.sched.pool().usable_blocks(),
+            ),
+            (
+                "num_tokens",
+                !c.chunked_context && prompt_len > c.max_num_tokens,
+            ),
         ];
-        checks.iter().filter(|(_, hold)| *hold).map(|(n, _)| *n).collect()
+        checks
+            .iter()
+            .filter(|(_, hold)| *hold)
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     fn submit_duplicate(&mut self, pick: usize) -> Result<(), String> {
-        let Some(&id) = self.model.keys().nth(pick % self.model.len().max(1)) else { return Ok(()) };
+        let Some(&id) = self.model.keys().nth(pick % self.model.len().max(1)) else {
+            return Ok(());
+        };
         match self.sched.submit(id, vec![1], 1) {
             Err(SubmitError::DuplicateId { .. } | SubmitError::QueueFull { .. }) => Ok(()),
             other => Err(format!("duplicate id {id}: {other:?}")),
@@ -249,7 +267,11 @@ impl Harness {
     fn step(&mut self, seed: u64) -> Result<(), String> {
         let step = self.sched.schedule();
         self.sched.check_step(&step)?;
-        if let Some(id) = step.preempted.iter().find(|id| self.model.get(id).is_none_or(Model::done)) {
+        if let Some(id) = step
+            .preempted
+            .iter()
+            .find(|id| self.model.get(id).is_none_or(Model::done))
+        {
             return Err(format!("preempted request {id} is unknown or done"));
         }
         self.shadow.run(&step, &mut self.model)?;
@@ -261,7 +283,8 @@ impl Harness {
                 continue; // never confirmed: planned again next step
             }
             if !it.needs_logits {
-                self.sched.on_step_done(it.id, (roll % 2 == 0).then_some(77));
+                self.sched
+                    .on_step_done(it.id, roll.is_multiple_of(2).then_some(77));
             } else if roll == 1 {
                 self.sched.on_step_done(it.id, None); // no token: counts as not run
             } else {
@@ -297,13 +320,26 @@ impl Harness {
     }
 
     fn end(&mut self, pick: usize, cancel: bool) -> Result<(), String> {
-        let live = self.model.keys().nth(pick % self.model.len().max(1)).copied();
+        let live = self
+            .model
+            .keys()
+            .nth(pick % self.model.len().max(1))
+            .copied();
         let id = match live {
-            Some(id) if !(cancel && pick % 5 == 0) => id,
+            Some(id) if !(cancel && pick.is_multiple_of(5)) => id,
             _ => {
                 let unknown = self.next_id + 1000;
-                let removed = if cancel { self.sched.cancel(unknown) } else { self.sched.finish(unknown); false };
-                return if removed { Err(format!("cancel of unknown id {unknown} returned true")) } else { Ok(()) };
+                let removed = if cancel {
+                    self.sched.cancel(unknown)
+                } else {
+                    self.sched.finish(unknown);
+                    false
+                };
+                return if removed {
+                    Err(format!("cancel of unknown id {unknown} returned true"))
+                } else {
+                    Ok(())
+                };
             }
         };
         self.forget(id);
@@ -319,7 +355,12 @@ impl Harness {
     }
 
     fn finish_done(&mut self) {
-        let done: Vec<RequestId> = self.model.iter().filter(|(_, m)| m.done()).map(|(&id, _)| id).collect();
+        let done: Vec<RequestId> = self
+            .model
+            .iter()
+            .filter(|(_, m)| m.done())
+            .map(|(&id, _)| id)
+            .collect();
         for id in done {
             self.forget(id);
             self.sched.finish(id);
@@ -333,7 +374,10 @@ impl Harness {
         let mut steps = 0;
         while !self.model.is_empty() {
             if steps >= max_steps {
-                return Err(format!("{} requests still live after {steps} steps", self.model.len()));
+                return Err(format!(
+                    "{} requests still live after {steps} steps",
+                    self.model.len()
+                ));
             }
             self.apply(&Op::Step { seed: steps as u64 })?;
             self.apply(&Op::FinishDone)?;
@@ -356,7 +400,9 @@ impl Harness {
         }
         let (free, used, total) = self.sched.kv_block_counts();
         if used != 0 || free != total || self.sched.queue_len() + self.sched.running_len() != 0 {
-            return Err(format!("after draining: free {free}, used {used}, total {total}"));
+            return Err(format!(
+                "after draining: free {free}, used {used}, total {total}"
+            ));
         }
         Ok(())
     }
@@ -372,77 +418,4 @@ fn refusal_name(e: &SubmitError) -> &'static str {
         SubmitError::ExceedsKvPool { .. } => "pool",
         SubmitError::PromptExceedsMaxNumTokens { .. } => "num_tokens",
     }
-}
-
-/// Reads bytes as small numbers; zeros once exhausted.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn u8(&mut self) -> u8 {
-        let (&b, rest) = self.0.split_first().unwrap_or((&0, &[]));
-        self.0 = rest;
-        b
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from(self.u8()) | u16::from(self.u8()) << 8
-    }
-}
-
-/// Decodes fuzz bytes into a (valid) configuration and up to 4096 operations.
-pub fn decode(data: &[u8]) -> (SchedulerConfig, KvCacheConfig, Vec<Op>) {
-    let mut b = Bytes(data);
-    let tpb = 8usize << (b.u8() % 5);
-    let (blocks, flags) = (b.u8(), b.u8());
-    let reuse = flags & 1 != 0;
-    let kv = KvCacheConfig {
-        tokens_per_block: tpb,
-        num_blocks: 2 + usize::from(blocks % 40),
-        enable_reuse: reuse,
-        host_cache_blocks: if reuse { usize::from((flags >> 1) % 5) } else { 0 },
-    };
-    let cfg = SchedulerConfig {
-        max_batch_size: 1 + usize::from(b.u8() % 8),
-        max_num_tokens: tpb + usize::from(b.u8()) * 3,
-        max_queue_size: 1 + usize::from(b.u8() % 12),
-        max_seq_len: tpb * (1 + usize::from(b.u8() % 8)) + usize::from(b.u8() % 16),
-        policy: if flags & 0x10 != 0 { CapacityPolicy::MaxUtilization } else { CapacityPolicy::GuaranteedNoEvict },
-        chunked_context: flags & 0x20 != 0,
-    };
-    let mut ops = Vec::new();
-    while !b.0.is_empty() && ops.len() < 4096 {
-        ops.push(match b.u8() % 8 {
-            0 | 1 => Op::Submit {
-                prompt_len: usize::from(b.u16()) % (cfg.max_seq_len + 2),
-                max_new: usize::from(b.u8()) % (2 * tpb + 1),
-                family: b.u8() % 4,
-                shared: usize::from(b.u16()),
-                seed: u64::from(b.u8() % 8),
-            },
-            2 if b.u8() % 2 == 0 => Op::SubmitDuplicate { pick: usize::from(b.u8()) },
-            2 => Op::SubmitFollowUp {
-                pick: usize::from(b.u8()),
-                extra: usize::from(b.u8() % 64),
-                max_new: usize::from(b.u8()) % (2 * tpb + 1),
-                seed: u64::from(b.u8() % 8),
-            },
-            3..=5 => Op::Step { seed: u64::from(b.u16()) },
-            6 => {
-                let pick = usize::from(b.u8());
-                if pick % 2 == 0 { Op::Finish { pick: pick / 2 } } else { Op::Cancel { pick: pick / 2 } }
-            }
-            _ => Op::FinishDone,
-        });
-    }
-    (cfg, kv, ops)
-}
-
-/// Runs decoded bytes through a [`Harness`]: every operation, then a drain.
-pub fn run_bytes(data: &[u8]) -> Result<Coverage, String> {
-    let (cfg, kv, ops) = decode(data);
-    let mut h = Harness::new(cfg, kv).map_err(|e| format!("decode produced an invalid config: {e}"))?;
-    for (i, op) in ops.iter().enumerate() {
-        h.apply(op).map_err(|e| format!("op {i} {op:?}: {e}"))?;
-    }
-    h.drain()?;
-    Ok(h.coverage)
 }
