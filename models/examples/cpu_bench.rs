@@ -1,12 +1,13 @@
 //! CPU forward-pass throughput: prefill and decode tokens/s at batch 1 and 8, on a real model
 //! (`cpu_bench <model>`: a path or a known name) or, without one, a random-weight model with
-//! SmolLM2-135M's shape (`cpu_bench --synthetic`).
+//! SmolLM2-135M's shape (`cpu_bench --synthetic`); then batch-64 decode after 16-token
+//! prompts. `cpu_bench --matmul`: GFLOP/s of the f32 matmul at the model's shapes.
 //!
 //! `cargo run --release -p models --example cpu_bench -- smollm2`
 
 use models::arch::llama::{LlamaLayer, LlamaModel, SeqStep};
 use models::arch::{Linear, Model};
-use models::config::{Arch, ModelConfig, RopeLayout};
+use models::config::{Activation, Arch, ModelConfig, Norm, Positions, RopeLayout};
 use std::time::Instant;
 
 fn synthetic() -> Model {
@@ -22,10 +23,13 @@ fn synthetic() -> Model {
         rope_theta: 100_000.0,
         rope_layout: RopeLayout::Interleaved,
         rope_scaling: None,
-        rms_eps: 1e-5,
+        norm_eps: 1e-5,
         max_position: 8192,
         tied_embeddings: true,
         qkv_bias: false,
+        norm: Norm::Rms,
+        activation: Activation::SwiGlu,
+        positions: Positions::Rope,
     };
     let mut s = 1u32;
     let mut r = |n: usize| -> Vec<f32> {
@@ -52,40 +56,95 @@ fn synthetic() -> Model {
     Model::Llama(LlamaModel::new(c, embed, layers, vec![1.0; h], None))
 }
 
+/// On-CPU seconds of every thread of this process so far (Linux; 0 elsewhere): with other
+/// load on the machine, tokens per CPU-second vary less than tokens per second.
+fn cpu_secs() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    dir.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+        .sum::<f64>()
+        / 1e9
+}
+
 fn bench(model: &Model, batch: usize, prompt_len: usize, decode: usize) {
     let prompts: Vec<Vec<u32>> = (0..batch).map(|b| (0..prompt_len).map(|t| ((t * 31 + b * 7) % 1000) as u32 + 10).collect()).collect();
     let mut caches: Vec<_> = (0..batch).map(|_| model.new_cache()).collect();
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_secs());
     {
         let mut steps: Vec<SeqStep> = caches.iter_mut().zip(&prompts).map(|(cache, p)| SeqStep { tokens: p, cache }).collect();
         model.forward(&mut steps, false);
     }
-    let prefill = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
+    let (prefill, prefill_cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
+    let (t1, c1) = (Instant::now(), cpu_secs());
     for step in 0..decode {
         let toks: Vec<[u32; 1]> = (0..batch).map(|b| [(step * 13 + b) as u32 % 1000 + 5]).collect();
         let mut steps: Vec<SeqStep> = caches.iter_mut().zip(&toks).map(|(cache, t)| SeqStep { tokens: t, cache }).collect();
         model.forward(&mut steps, false);
     }
-    let dec = t1.elapsed().as_secs_f64();
+    let (dec, dec_cpu) = (t1.elapsed().as_secs_f64(), cpu_secs() - c1);
     println!(
-        "batch {batch}: prefill {prompt_len} tok/seq: {:.1} tok/s ({:.3} s) | decode {decode} steps: {:.1} tok/s ({:.1} ms/step)",
+        "batch {batch}: prefill {prompt_len} tok/seq: {:.1} tok/s ({:.3} s) | decode {decode} steps: {:.1} tok/s ({:.1} ms/step) | per CPU-s: prefill {:.0}, decode {:.0} tok",
         (batch * prompt_len) as f64 / prefill,
         prefill,
         (batch * decode) as f64 / dec,
-        dec * 1e3 / decode as f64
+        dec * 1e3 / decode as f64,
+        (batch * prompt_len) as f64 / prefill_cpu,
+        (batch * decode) as f64 / dec_cpu,
     );
+}
+
+/// GFLOP/s of `cpu::matmul_nt` (f32 weights) at SmolLM2-135M's projection shapes.
+fn bench_matmul() {
+    use host_runtime::cpu;
+    for (m, k, n) in [(128, 576, 576), (128, 576, 192), (128, 576, 1536), (128, 1536, 576), (8, 576, 1536), (1, 576, 49152)] {
+        let x: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.01 - 0.08).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i % 13) as f32 * 0.01 - 0.06).collect();
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let reps = (2e8 / (m * k * n) as f64).ceil() as usize;
+            for _ in 0..reps {
+                std::hint::black_box(cpu::matmul_nt(&x, &w, None, m, k, n));
+            }
+            best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        }
+        // The previous scheme, for comparison: one `cpu::dot` per output, rayon over columns.
+        let mut best_dot = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let reps = (1e8 / (m * k * n) as f64).ceil() as usize;
+            for _ in 0..reps {
+                use rayon::prelude::*;
+                let yt: Vec<f32> = (0..n).into_par_iter().with_min_len(64).flat_map_iter(|j| (0..m).map(move |i| (i, j))).map(|(i, j)| cpu::dot(&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k])).collect();
+                std::hint::black_box(yt);
+            }
+            best_dot = best_dot.min(t.elapsed().as_secs_f64() / reps as f64);
+        }
+        let gf = |s: f64| 2.0 * (m * k * n) as f64 / s / 1e9;
+        println!("matmul m {m:4} k {k:5} n {n:6}: {:7.1} GFLOP/s ({:.3} ms); dot per output {:7.1} GFLOP/s", gf(best), best * 1e3, gf(best_dot));
+    }
 }
 
 fn main() {
     let arg = std::env::args().nth(1).unwrap_or_else(|| "--synthetic".into());
-    let model = if arg == "--synthetic" {
-        synthetic()
+    if arg == "--matmul" {
+        return bench_matmul();
+    }
+    let model: std::sync::Arc<Model> = if arg == "--synthetic" {
+        synthetic().into()
     } else {
-        models::Llm::load(&arg).unwrap_or_else(|e| panic!("{e}")).model
+        models::Llm::load(&arg).unwrap_or_else(|e| panic!("{e}")).model.into()
     };
+    // Optional second argument: which batches to run (comma-separated, default 1,8,64).
+    let batches: Vec<usize> = std::env::args().nth(2).map_or(vec![1, 8, 64], |s| s.split(',').map(|b| b.parse().expect("batch")).collect());
     println!("threads: {}", rayon::current_num_threads());
-    for batch in [1, 8] {
-        bench(&model, batch, 128, 32);
+    for batch in batches {
+        if batch == 64 {
+            // In-flight batching's decode: 64 sequences (short prompts, to keep the run short).
+            bench(&model, 64, 16, 16);
+        } else {
+            bench(&model, batch, 128, 32);
+        }
     }
 }

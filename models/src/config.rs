@@ -10,6 +10,8 @@ pub enum Arch {
     Llama,
     /// Qwen2 / Qwen2.5: LLaMA layout plus Q/K/V biases.
     Qwen2,
+    /// GPT-2: learned positions, LayerNorm with bias, GELU MLP, fused QKV with bias, MHA.
+    Gpt2,
 }
 
 impl fmt::Display for Arch {
@@ -17,8 +19,39 @@ impl fmt::Display for Arch {
         f.write_str(match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Gpt2 => "gpt2",
         })
     }
+}
+
+/// The normalisation of every block and of the final norm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// RMSNorm with a weight.
+    Rms,
+    /// LayerNorm with a weight and a bias.
+    Layer,
+}
+
+/// The MLP's activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `down(silu(gate(x)) * up(x))`.
+    SwiGlu,
+    /// `proj(gelu(fc(x)))`, GELU's tanh approximation (HF `gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// `proj(gelu(fc(x)))`, exact (erf) GELU (HF `gelu`).
+    GeluErf,
+}
+
+/// How token positions enter the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Positions {
+    /// Rotary embedding of Q and K (`rope_*` fields).
+    Rope,
+    /// A learned table of `max_position` rows added to the token embedding (the `rope_*`
+    /// fields are unused).
+    Learned,
 }
 
 /// How rotation pairs are formed (see `host_runtime::kernels::RopeStyle`).
@@ -54,16 +87,21 @@ pub struct ModelConfig {
     pub rope_theta: f32,
     pub rope_layout: RopeLayout,
     pub rope_scaling: Option<Llama3RopeScaling>,
-    pub rms_eps: f32,
+    /// Epsilon of every norm (RMSNorm's `rms_norm_eps` or LayerNorm's `layer_norm_epsilon`).
+    pub norm_eps: f32,
+    /// The longest sequence: positions are `0..max_position` (the learned table's rows).
     pub max_position: usize,
     pub tied_embeddings: bool,
     pub qkv_bias: bool,
+    pub norm: Norm,
+    pub activation: Activation,
+    pub positions: Positions,
 }
 
 impl ModelConfig {
     /// Checks the shape is consistent; the message names the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        let nonzero = [("vocab_size", self.vocab_size), ("hidden_size", self.hidden), ("intermediate_size", self.intermediate), ("num_hidden_layers", self.layers), ("num_attention_heads", self.heads), ("num_key_value_heads", self.kv_heads), ("head_dim", self.head_dim)];
+        let nonzero = [("vocab_size", self.vocab_size), ("hidden_size", self.hidden), ("intermediate_size", self.intermediate), ("num_hidden_layers", self.layers), ("num_attention_heads", self.heads), ("num_key_value_heads", self.kv_heads), ("head_dim", self.head_dim), ("max_position_embeddings", self.max_position)];
         for (name, v) in nonzero {
             if v == 0 {
                 return Err(format!("{name} must be > 0"));
@@ -72,14 +110,37 @@ impl ModelConfig {
         if self.heads % self.kv_heads != 0 {
             return Err(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.heads, self.kv_heads));
         }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return Err(format!("norm epsilon {} must be finite and >= 0", self.norm_eps));
+        }
+        if self.positions == Positions::Rope {
+            self.validate_rope()?;
+        }
+        self.validate_layout()
+    }
+
+    fn validate_rope(&self) -> Result<(), String> {
         if self.head_dim % 2 != 0 {
             return Err(format!("head_dim {} must be even for RoPE", self.head_dim));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
             return Err(format!("rope_theta {} must be finite and > 1", self.rope_theta));
         }
-        if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
-            return Err(format!("rms_norm_eps {} must be finite and >= 0", self.rms_eps));
+        Ok(())
+    }
+
+    /// The norm, activation and positions are the ones the architecture's definition
+    /// implements.
+    fn validate_layout(&self) -> Result<(), String> {
+        let ok = match self.arch {
+            Arch::Llama | Arch::Qwen2 => self.norm == Norm::Rms && self.activation == Activation::SwiGlu && self.positions == Positions::Rope,
+            Arch::Gpt2 => self.norm == Norm::Layer && matches!(self.activation, Activation::GeluTanh | Activation::GeluErf) && self.positions == Positions::Learned,
+        };
+        if !ok {
+            return Err(format!("{} does not use {:?} norm, {:?} activation and {:?} positions", self.arch, self.norm, self.activation, self.positions));
+        }
+        if self.arch == Arch::Gpt2 && (self.kv_heads != self.heads || self.heads * self.head_dim != self.hidden) {
+            return Err(format!("gpt2 needs n_embd {} = n_head {} x head_dim {} and no grouped K/V ({} kv heads)", self.hidden, self.heads, self.head_dim, self.kv_heads));
         }
         Ok(())
     }

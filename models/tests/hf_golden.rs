@@ -2,7 +2,7 @@
 //! checkpoints saved by `save_pretrained`, with transformers' f32 logits and greedy tokens
 //! (made by `models/testdata/make_hf_golden.py`).
 
-use models::arch::llama::SeqStep;
+use models::arch::SeqStep;
 use models::generate::{generate_batch, GenParams};
 use std::path::PathBuf;
 
@@ -12,7 +12,7 @@ fn dir(name: &str) -> PathBuf {
 
 fn check(name: &str) {
     let d = dir(name);
-    let model = models::arch::Model::Llama(models::hf::load_llama_dir(&d).unwrap_or_else(|e| panic!("{name}: {e}")));
+    let model = models::hf::load_dir(&d).unwrap_or_else(|e| panic!("{name}: {e}"));
     let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("golden.json")).unwrap()).unwrap();
     let vocab = golden["vocab"].as_u64().unwrap() as usize;
     let bytes = std::fs::read(d.join("logits.f32")).unwrap();
@@ -54,6 +54,11 @@ fn qwen2_with_qkv_bias_matches_transformers() {
 }
 
 #[test]
+fn gpt2_with_learned_positions_and_layer_norm_matches_transformers() {
+    check("gpt2");
+}
+
+#[test]
 fn bad_checkpoints_are_refused_with_the_file_and_field() {
     let tmp = std::env::temp_dir().join(format!("inflight-hf-bad-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -61,36 +66,36 @@ fn bad_checkpoints_are_refused_with_the_file_and_field() {
     let src = dir("llama");
     std::fs::copy(src.join("config.json"), tmp.join("config.json")).unwrap();
     // No weights at all.
-    let e = models::hf::load_llama_dir(&tmp).unwrap_err().to_string();
+    let e = models::hf::load_dir(&tmp).unwrap_err().to_string();
     assert!(e.contains("model.safetensors"), "{e}");
     // Truncated weights.
     let st = std::fs::read(src.join("model.safetensors")).unwrap();
     std::fs::write(tmp.join("model.safetensors"), &st[..st.len() / 2]).unwrap();
-    let e = models::hf::load_llama_dir(&tmp).unwrap_err().to_string();
+    let e = models::hf::load_dir(&tmp).unwrap_err().to_string();
     assert!(e.contains("model.safetensors") && e.contains("header"), "{e}");
     // A header length far past the end of the file.
     let mut bad = st.clone();
     bad[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(tmp.join("model.safetensors"), &bad).unwrap();
-    let e = models::hf::load_llama_dir(&tmp).unwrap_err().to_string();
+    let e = models::hf::load_dir(&tmp).unwrap_err().to_string();
     assert!(e.contains("header"), "{e}");
     // Unknown architecture and a mistyped field.
     std::fs::write(tmp.join("model.safetensors"), &st).unwrap();
     let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();
     std::fs::write(tmp.join("config.json"), cfg.replace("\"llama\"", "\"mamba\"")).unwrap();
-    let e = models::hf::load_llama_dir(&tmp).unwrap_err().to_string();
+    let e = models::hf::load_dir(&tmp).unwrap_err().to_string();
     assert!(e.contains("config.json") && e.contains("model_type") && e.contains("mamba"), "{e}");
     std::fs::write(tmp.join("config.json"), cfg.replace("\"hidden_size\": 64", "\"hidden_size\": \"64\"")).unwrap();
-    let e = models::hf::load_llama_dir(&tmp).unwrap_err().to_string();
+    let e = models::hf::load_dir(&tmp).unwrap_err().to_string();
     assert!(e.contains("hidden_size"), "{e}");
     // A shape that does not match the config.
     std::fs::write(tmp.join("config.json"), cfg.replace("\"intermediate_size\": 112", "\"intermediate_size\": 96")).unwrap();
-    let e = models::hf::load_llama_dir(&tmp).unwrap_err().to_string();
+    let e = models::hf::load_dir(&tmp).unwrap_err().to_string();
     assert!(e.contains("shape") && e.contains("mlp"), "{e}");
     // A shard index pointing outside the directory.
     std::fs::write(tmp.join("config.json"), &cfg).unwrap();
     std::fs::write(tmp.join("model.safetensors.index.json"), r#"{"weight_map": {"model.norm.weight": "../x.safetensors"}}"#).unwrap();
-    let e = models::hf::load_llama_dir(&tmp).unwrap_err().to_string();
+    let e = models::hf::load_dir(&tmp).unwrap_err().to_string();
     assert!(e.contains("index") && e.contains("../x.safetensors"), "{e}");
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -4,7 +4,7 @@
 use models::arch::llama::{LlamaLayer, LlamaModel, SeqStep};
 use models::arch::{Model, PagedKv, SeqInput};
 use models::arch::Linear;
-use models::config::{Arch, ModelConfig, RopeLayout};
+use models::config::{Activation, Arch, ModelConfig, Norm, Positions, RopeLayout};
 use models::generate::{generate_batch, GenParams};
 
 fn rng_vec(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
@@ -29,10 +29,13 @@ fn tiny_model(qkv_bias: bool, tied: bool, layout: RopeLayout) -> Model {
         rope_theta: 10_000.0,
         rope_layout: layout,
         rope_scaling: None,
-        rms_eps: 1e-5,
+        norm_eps: 1e-5,
         max_position: 256,
         tied_embeddings: tied,
         qkv_bias,
+        norm: Norm::Rms,
+        activation: Activation::SwiGlu,
+        positions: Positions::Rope,
     };
     config.validate().unwrap();
     let mut s = 7u64;

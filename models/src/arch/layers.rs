@@ -1,6 +1,10 @@
-//! Building blocks of the CPU forward pass: linear layers (the pluggable weight format)
-//! and causal attention over a sequence's keys and values.
+//! Building blocks of the CPU forward pass: linear layers (the pluggable weight format),
+//! causal attention over a sequence's keys and values, and the batch bookkeeping every
+//! architecture shares (flattening the batch, the per-sequence K/V round trip, picking the
+//! rows that get logits).
 
+use super::kv::KvStore;
+use super::SeqInput;
 use host_runtime::cpu;
 use rayon::prelude::*;
 
@@ -30,6 +34,15 @@ impl cpu::WeightRows for GgmlRows<'_> {
         match self.ty {
             quant::GgmlType::Q8_0 | quant::GgmlType::Q4_1 => cpu::qdot::decode_row(self.ty == quant::GgmlType::Q4_1, self.row_bytes(j), scratch),
             _ => quant::dequantize(self.ty, self.row_bytes(j), scratch).expect("row geometry checked in Linear::ggml"),
+        }
+        scratch
+    }
+
+    /// Decodes rows `j0..j1` straight into the panel (no per-row copy).
+    fn panel<'a>(&'a self, j0: usize, j1: usize, k: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        scratch.resize((j1 - j0) * k, 0.0);
+        for (jj, dst) in scratch.chunks_exact_mut(k).enumerate() {
+            self.row(j0 + jj, dst);
         }
         scratch
     }
@@ -135,6 +148,69 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], start: usize, t: usize,
         for i in 0..t {
             out[(i * s.heads + h) * d..][..d].copy_from_slice(&ph[i * d..(i + 1) * d]);
         }
+    }
+    out
+}
+
+/// The tokens of every sequence, concatenated, and the position of each.
+pub fn flatten(seqs: &[SeqInput]) -> (Vec<u32>, Vec<u32>) {
+    let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+    let mut positions = Vec::with_capacity(tokens.len());
+    for s in seqs {
+        positions.extend((s.start..s.start + s.tokens.len()).map(|p| p as u32));
+    }
+    (tokens, positions)
+}
+
+/// One layer's attention over a batch: stores each sequence's new K/V rows (`k`, `v`
+/// `[total, kv_heads × d]`) in layer `layer` of `kv`, then attends its queries (`q`
+/// `[total, heads × d]`) causally over every position stored. Returns `[total, heads × d]`.
+pub fn attend(seqs: &[SeqInput], layer: usize, q: &[f32], k: &[f32], v: &[f32], shape: HeadShape, kv: &mut dyn KvStore) -> Vec<f32> {
+    let q_row = shape.heads * shape.head_dim;
+    let kv_row = shape.kv_heads * shape.head_dim;
+    let mut out = Vec::with_capacity(q.len());
+    let mut at = 0;
+    for (si, s) in seqs.iter().enumerate() {
+        let t = s.tokens.len();
+        kv.write(si, layer, s.start, &k[at * kv_row..(at + t) * kv_row], &v[at * kv_row..(at + t) * kv_row]);
+        let (ks, vs) = kv.read(si, layer, s.start + t);
+        out.extend(causal_attention(&q[at * q_row..(at + t) * q_row], &ks, &vs, s.start, t, shape));
+        at += t;
+    }
+    out
+}
+
+/// `x += y`, elementwise (the residual add).
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+/// The hidden rows that get logits: every row (`all_logits`) or each sequence's last (none
+/// for an empty sequence). `x` is `[total, hidden]`, sequences of `lens` rows in order.
+/// Returns the rows, gathered, and their count.
+pub fn logit_rows(x: &[f32], hidden: usize, lens: &[usize], all_logits: bool) -> (Vec<f32>, usize) {
+    let mut rows = Vec::new();
+    let mut at = 0;
+    for &t in lens {
+        if all_logits {
+            rows.extend(at..at + t);
+        } else if t > 0 {
+            rows.push(at + t - 1);
+        }
+        at += t;
+    }
+    let sel = rows.iter().flat_map(|&r| x[r * hidden..(r + 1) * hidden].iter().copied()).collect();
+    (sel, rows.len())
+}
+
+/// `[rows, vocab]` logits of [`logit_rows`]' rows, split back per sequence.
+pub fn split_logits(logits: &[f32], vocab: usize, lens: &[usize], all_logits: bool) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(lens.len());
+    let mut r = 0;
+    for &t in lens {
+        let n = if all_logits { t } else { usize::from(t > 0) };
+        out.push(logits[r * vocab..(r + n) * vocab].to_vec());
+        r += n;
     }
     out
 }

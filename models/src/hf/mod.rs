@@ -3,24 +3,46 @@
 //! memory map. Pickle files (`*.bin`, `*.pt`) are never loaded.
 
 mod config;
+mod gpt2;
 mod safetensors_dir;
+mod safetensors_header;
 
 pub use config::config_from_json;
 pub use safetensors_dir::SafetensorsDir;
 
 use crate::arch::llama::{LlamaLayer, LlamaModel};
-use crate::arch::Linear;
-use crate::config::ModelConfig;
+use crate::arch::{Linear, Model};
+use crate::config::{Arch, ModelConfig};
 use crate::error::LoadError;
 use std::path::Path;
 
-/// Loads a LLaMA-family or Qwen2 model from a Hugging Face directory.
+/// Loads the model of a Hugging Face directory, whatever its (supported) architecture:
+/// `config.json`'s `model_type` picks the definition.
+pub fn load_dir(dir: &Path) -> Result<Model, LoadError> {
+    let config = read_config(dir)?;
+    let st = SafetensorsDir::open(dir)?;
+    match config.arch {
+        Arch::Llama | Arch::Qwen2 => Ok(Model::Llama(build_llama(config, &st)?)),
+        Arch::Gpt2 => Ok(Model::Gpt2(gpt2::build_gpt2(config, &st)?)),
+    }
+}
+
+/// Loads a LLaMA-family or Qwen2 model from a Hugging Face directory (another
+/// architecture is an error naming `model_type`; [`load_dir`] takes any).
 pub fn load_llama_dir(dir: &Path) -> Result<LlamaModel, LoadError> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| LoadError::io(&cfg_path, e))?;
-    let config = config_from_json(&text, &cfg_path)?;
+    let config = read_config(dir)?;
+    if !matches!(config.arch, Arch::Llama | Arch::Qwen2) {
+        return Err(LoadError::unsupported(dir.join("config.json"), "model_type", format!("{} (expected a LLaMA-family model)", config.arch)));
+    }
     let st = SafetensorsDir::open(dir)?;
     build_llama(config, &st)
+}
+
+/// `dir/config.json`, parsed and validated.
+fn read_config(dir: &Path) -> Result<ModelConfig, LoadError> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| LoadError::io(&cfg_path, e))?;
+    config_from_json(&text, &cfg_path)
 }
 
 fn build_llama(config: ModelConfig, st: &SafetensorsDir) -> Result<LlamaModel, LoadError> {

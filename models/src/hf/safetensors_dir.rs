@@ -1,22 +1,28 @@
 //! The safetensors files of a checkpoint directory, memory-mapped, with tensors looked up by
-//! name across shards and converted to f32 with their shape checked.
+//! name across shards and converted to f32 with their shape checked. Headers are parsed by
+//! [`super::safetensors_header`] (bounded memory); the index is streamed the same way.
 
+use super::safetensors_header::{Budget, Header, TensorEntry};
 use crate::error::LoadError;
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
+use safetensors::Dtype;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use std::collections::BTreeSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// One mapped shard.
+/// One mapped shard and its parsed header.
 struct Shard {
     path: PathBuf,
     map: Mmap,
+    header: Header,
 }
 
-/// All shards of a checkpoint and which shard holds each tensor.
+/// All shards of a checkpoint.
 pub struct SafetensorsDir {
     shards: Vec<Shard>,
-    index: HashMap<String, usize>,
+    /// The file a missing tensor is reported against: `model.safetensors` or the index.
+    listing: PathBuf,
 }
 
 fn map_file(path: &Path) -> Result<Mmap, LoadError> {
@@ -31,41 +37,45 @@ impl SafetensorsDir {
     pub fn open(dir: &Path) -> Result<Self, LoadError> {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if index_path.exists() {
-            shard_files(dir, &index_path)?
+        let (files, listing): (Vec<PathBuf>, PathBuf) = if index_path.exists() {
+            (shard_files(dir, &index_path)?, index_path)
         } else if single.exists() {
-            vec![single]
+            (vec![single.clone()], single)
         } else {
             let pickles = ["pytorch_model.bin", "model.pt"].iter().any(|f| dir.join(f).exists());
             let msg = if pickles { "no model.safetensors (pickle checkpoints are refused: convert to safetensors)" } else { "no model.safetensors or model.safetensors.index.json" };
             return Err(LoadError::invalid(dir, "checkpoint", msg));
         };
-        let mut shards = Vec::new();
-        let mut index = HashMap::new();
+        let mut shards: Vec<Shard> = Vec::with_capacity(files.len());
         for path in files {
             let map = map_file(&path)?;
-            let st = SafeTensors::deserialize(&map).map_err(|e| LoadError::invalid(&path, "header", e.to_string()))?;
-            for name in st.names() {
-                if index.insert(name.to_owned(), shards.len()).is_some() {
-                    return Err(LoadError::invalid(&path, name, "tensor appears in more than one shard"));
-                }
+            let header = Header::parse(&map, &path)?;
+            if let Some(e) = header.entries().iter().find(|e| shards.iter().any(|s| s.header.get(&e.name).is_some())) {
+                return Err(LoadError::invalid(&path, &*e.name, "tensor appears in more than one shard"));
             }
-            shards.push(Shard { path, map });
+            shards.push(Shard { path, map, header });
         }
-        Ok(SafetensorsDir { shards, index })
+        Ok(SafetensorsDir { shards, listing })
+    }
+
+    /// The shard holding tensor `name`, and its entry.
+    fn find(&self, name: &str) -> Option<(&Shard, &TensorEntry)> {
+        self.shards.iter().find_map(|s| s.header.get(name).map(|e| (s, e)))
+    }
+
+    /// Whether some shard holds tensor `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.find(name).is_some()
     }
 
     /// The tensor `name` as f32, checked to have `shape`.
     pub fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
-        let &si = self.index.get(name).ok_or_else(|| LoadError::invalid(&self.shards[0].path, name, "tensor missing"))?;
-        let shard = &self.shards[si];
-        let st = SafeTensors::deserialize(&shard.map).map_err(|e| LoadError::invalid(&shard.path, "header", e.to_string()))?;
-        let view = st.tensor(name).map_err(|e| LoadError::invalid(&shard.path, name, e.to_string()))?;
-        if view.shape() != shape {
-            return Err(LoadError::invalid(&shard.path, name, format!("shape {:?}, expected {shape:?}", view.shape())));
+        let (shard, entry) = self.find(name).ok_or_else(|| LoadError::invalid(&self.listing, name, "tensor missing"))?;
+        if &*entry.shape != shape {
+            return Err(LoadError::invalid(&shard.path, name, format!("shape {:?}, expected {shape:?}", entry.shape)));
         }
-        let data = view.data();
-        let out: Vec<f32> = match view.dtype() {
+        let data = shard.header.data(&shard.map, entry);
+        let out: Vec<f32> = match entry.dtype {
             Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
@@ -75,23 +85,16 @@ impl SafetensorsDir {
     }
 }
 
-/// The shard files named by an index, each a plain file name inside `dir`.
+/// The shard files named by an index, each a plain file name inside `dir`, sorted.
 fn shard_files(dir: &Path, index_path: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let text = std::fs::read_to_string(index_path).map_err(|e| LoadError::io(index_path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| LoadError::invalid(index_path, "(json)", e.to_string()))?;
-    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| LoadError::invalid(index_path, "weight_map", "missing or not an object"))?;
-    let mut files: Vec<String> = Vec::new();
-    for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| LoadError::invalid(index_path, format!("weight_map.{tensor}"), "not a string"))?;
-        let plain = !file.is_empty() && !file.contains(['/', '\\']) && file != "." && file != ".." && file.ends_with(".safetensors");
-        if !plain {
-            return Err(LoadError::invalid(index_path, format!("weight_map.{tensor}"), format!("{file:?} is not a .safetensors file name inside the checkpoint directory")));
-        }
-        if !files.iter().any(|f| f == file) {
-            files.push(file.to_owned());
-        }
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let mut budget = Budget::for_file(text.len());
+    let files = de.deserialize_map(IndexVisitor { budget: &mut budget }).and_then(|f| de.end().map(|()| f)).map_err(|e| LoadError::invalid(index_path, "weight_map", e.to_string()))?;
+    let files = files.ok_or_else(|| LoadError::invalid(index_path, "weight_map", "missing"))?;
+    if files.is_empty() {
+        return Err(LoadError::invalid(index_path, "weight_map", "lists no tensors"));
     }
-    files.sort();
     let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
     for p in &paths {
         if !p.exists() {
@@ -99,4 +102,70 @@ fn shard_files(dir: &Path, index_path: &Path) -> Result<Vec<PathBuf>, LoadError>
         }
     }
     Ok(paths)
+}
+
+/// Heap bytes a distinct shard name costs beyond its text (`String` and tree node share).
+const SET_ENTRY_BYTES: usize = 64;
+
+/// The index's top level: `weight_map` (read), anything else (ignored).
+struct IndexVisitor<'b> {
+    budget: &'b mut Budget,
+}
+
+impl<'de> Visitor<'de> for IndexVisitor<'_> {
+    type Value = Option<BTreeSet<String>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object with a weight_map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut files = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "weight_map" {
+                files = Some(map.next_value_seed(WeightMap { budget: &mut *self.budget })?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// `weight_map`: tensor name → shard file; keeps only the distinct file names (the file
+/// bounds their count and length), each checked to be a plain `.safetensors` name.
+struct WeightMap<'b> {
+    budget: &'b mut Budget,
+}
+
+impl<'de> DeserializeSeed<'de> for WeightMap<'_> {
+    type Value = BTreeSet<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for WeightMap<'_> {
+    type Value = BTreeSet<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of tensor names to shard file names")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut files = BTreeSet::new();
+        while let Some(tensor) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let file = map.next_value::<std::borrow::Cow<'de, str>>()?;
+            let plain = !file.is_empty() && !file.contains(['/', '\\']) && file != "." && file != ".." && file.ends_with(".safetensors");
+            if !plain {
+                return Err(de::Error::custom(format!("weight_map.{tensor}: {file:?} is not a .safetensors file name inside the checkpoint directory")));
+            }
+            if !files.contains(&*file) {
+                self.budget.charge::<A::Error>(file.len() + SET_ENTRY_BYTES, "the shard list")?;
+                files.insert(file.into_owned());
+            }
+        }
+        Ok(files)
+    }
 }

@@ -1,5 +1,6 @@
-//! A GGUF file → the LLaMA-family model definition: configuration from the architecture's
-//! metadata keys, tensors dequantised to f32 (the CPU path's format for now).
+//! A GGUF file → the model definition of its `general.architecture`: configuration from
+//! the architecture's metadata keys, tensors dequantised to f32 or kept in their block
+//! format ([`WeightFormat`]). LLaMA family and Qwen2 here; GPT-2 in [`super::gguf_gpt2`].
 //!
 //! Conventions of llama.cpp's files: weight dims are `[in, out]` (dims[0] fastest), so the
 //! data is row-major `[out][in]` like Hugging Face's; llama-arch files store Q and K rows
@@ -7,12 +8,20 @@
 //! qwen2 files keep the NeoX layout; no `output.weight` means tied embeddings.
 
 use crate::arch::llama::{LlamaLayer, LlamaModel};
-use crate::arch::Linear;
-use crate::config::{Arch, ModelConfig, RopeLayout};
+use crate::arch::{Linear, Model};
+use crate::config::{Activation, Arch, ModelConfig, Norm, Positions, RopeLayout};
 use crate::error::LoadError;
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::tokenizer::GgufTokenizerSpec;
 use std::path::Path;
+
+/// Loads the model of the file's `general.architecture`.
+pub fn load_model(f: &GgufFile, path: &Path, format: WeightFormat) -> Result<Model, LoadError> {
+    match f.get_str("general.architecture")? {
+        "gpt2" => Ok(Model::Gpt2(super::gguf_gpt2::load_gpt2(f, path, format)?)),
+        _ => Ok(Model::Llama(load_llama(f, path, format)?)),
+    }
+}
 
 /// Reads the model configuration from GGUF metadata.
 pub fn config_from_gguf(f: &GgufFile, path: &Path) -> Result<ModelConfig, LoadError> {
@@ -20,17 +29,15 @@ pub fn config_from_gguf(f: &GgufFile, path: &Path) -> Result<ModelConfig, LoadEr
     let (arch, rope_layout) = match arch_name {
         "llama" => (Arch::Llama, RopeLayout::Interleaved),
         "qwen2" => (Arch::Qwen2, RopeLayout::Neox),
-        other => return Err(LoadError::unsupported(path, "general.architecture", format!("{other:?} (supported: llama, qwen2)"))),
+        "gpt2" => return super::gguf_gpt2::config_from_gguf(f, path),
+        other => return Err(LoadError::unsupported(path, "general.architecture", format!("{other:?} (supported: llama, qwen2, gpt2)"))),
     };
     let key = |k: &str| format!("{arch_name}.{k}");
     let u = |k: &str| f.get_u32(&key(k)).map(|v| v as usize);
     let hidden = u("embedding_length")?;
     let heads = u("attention.head_count")?;
     let kv_heads = if f.get(&key("attention.head_count_kv")).is_some() { u("attention.head_count_kv")? } else { heads };
-    let vocab_size = match f.get(&key("vocab_size")) {
-        Some(_) => u("vocab_size")?,
-        None => f.get_str_array("tokenizer.ggml.tokens")?.len(),
-    };
+    let vocab_size = vocab_size(f, arch_name)?;
     let head_dim = if f.get(&key("attention.key_length")).is_some() { u("attention.key_length")? } else { hidden / heads.max(1) };
     let rope_theta = if f.get(&key("rope.freq_base")).is_some() { f.get_f32(&key("rope.freq_base"))? } else { 10_000.0 };
     let rope_dims = if f.get(&key("rope.dimension_count")).is_some() { u("rope.dimension_count")? } else { head_dim };
@@ -49,17 +56,29 @@ pub fn config_from_gguf(f: &GgufFile, path: &Path) -> Result<ModelConfig, LoadEr
         rope_theta,
         rope_layout,
         rope_scaling: None,
-        rms_eps: f.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
+        norm_eps: f.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
         max_position: u("context_length")?,
         tied_embeddings: f.tensor("output.weight").is_none(),
         qkv_bias: arch == Arch::Qwen2,
+        norm: Norm::Rms,
+        activation: Activation::SwiGlu,
+        positions: Positions::Rope,
     };
     config.validate().map_err(|msg| LoadError::invalid(path, format!("{arch_name}.*"), msg))?;
     Ok(config)
 }
 
+/// `{arch}.vocab_size`, or the length of the tokenizer's token list.
+pub(super) fn vocab_size(f: &GgufFile, arch_name: &str) -> Result<usize, LoadError> {
+    let key = format!("{arch_name}.vocab_size");
+    match f.get(&key) {
+        Some(_) => Ok(f.get_u32(&key)? as usize),
+        None => Ok(f.get_str_array("tokenizer.ggml.tokens")?.len()),
+    }
+}
+
 /// A tensor dequantised to f32, checked to have GGUF dims `dims` (fastest first).
-fn tensor_f32(f: &GgufFile, path: &Path, name: &str, dims: &[usize]) -> Result<Vec<f32>, LoadError> {
+pub(super) fn tensor_f32(f: &GgufFile, path: &Path, name: &str, dims: &[usize]) -> Result<Vec<f32>, LoadError> {
     let info: &TensorInfo = f.tensor(name).ok_or_else(|| LoadError::invalid(path, name, "tensor missing"))?;
     let have: Vec<usize> = info.dims.iter().map(|&d| d as usize).collect();
     if have != dims {
@@ -82,7 +101,7 @@ pub enum WeightFormat {
 }
 
 /// A linear layer `[out, inp]` named `name` (`.weight`, optional `.bias`).
-fn linear(f: &GgufFile, path: &Path, name: &str, out: usize, inp: usize, bias: bool, format: WeightFormat) -> Result<Linear, LoadError> {
+pub(super) fn linear(f: &GgufFile, path: &Path, name: &str, out: usize, inp: usize, bias: bool, format: WeightFormat) -> Result<Linear, LoadError> {
     let wname = format!("{name}.weight");
     let b = if bias { Some(tensor_f32(f, path, &format!("{name}.bias"), &[out])?) } else { None };
     if format == WeightFormat::Native {
@@ -100,6 +119,9 @@ fn linear(f: &GgufFile, path: &Path, name: &str, out: usize, inp: usize, bias: b
 /// Loads the model's weights.
 pub fn load_llama(f: &GgufFile, path: &Path, format: WeightFormat) -> Result<LlamaModel, LoadError> {
     let config = config_from_gguf(f, path)?;
+    if config.arch == Arch::Gpt2 {
+        return Err(LoadError::unsupported(path, "general.architecture", "gpt2 (expected a LLaMA-family model; load_model takes any)"));
+    }
     let c = &config;
     let (h, q, kv) = (c.hidden, c.heads * c.head_dim, c.kv_heads * c.head_dim);
     let lin = |name: &str, out: usize, inp: usize, bias: bool| linear(f, path, name, out, inp, bias, format);

@@ -2,6 +2,7 @@
 //! name → the model definition and its tokenizer.
 
 pub mod gguf;
+pub mod gguf_gpt2;
 
 pub use gguf::WeightFormat;
 
@@ -13,7 +14,7 @@ use std::path::Path;
 /// Loads a model and its tokenizer from `path`.
 pub fn load_path(path: &Path, format: WeightFormat) -> Result<(Model, Tokenizer), LoadError> {
     if path.is_dir() {
-        let model = Model::Llama(crate::hf::load_llama_dir(path)?);
+        let model = crate::hf::load_dir(path)?;
         let tok_path = path.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| LoadError::invalid(&tok_path, "tokenizer", e.to_string()))?;
         return Ok((model, tokenizer));
@@ -23,7 +24,7 @@ pub fn load_path(path: &Path, format: WeightFormat) -> Result<(Model, Tokenizer)
         return Err(LoadError::unsupported(path, "checkpoint format", "pickle (.bin/.pt) files are never loaded: use safetensors or GGUF"));
     }
     let file = crate::gguf::GgufFile::open(path)?;
-    let model = Model::Llama(gguf::load_llama(&file, path, format)?);
+    let model = gguf::load_model(&file, path, format)?;
     let spec = gguf::tokenizer_spec(&file)?;
     let tokenizer = crate::tokenizer::tokenizer_from_gguf(&spec).map_err(|e| LoadError::invalid(path, "tokenizer.ggml.*", e.to_string()))?;
     Ok((model, tokenizer))
