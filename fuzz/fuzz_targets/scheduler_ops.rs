@@ -1,9 +1,10 @@
 //! Arbitrary bytes as a scheduler configuration and a sequence of executor operations
-//! (submit, follow-up, duplicate submit, step with random sampled tokens, finish, cancel,
-//! finish-when-done), decoded by `host_runtime::scheduler::harness::decode`. After every
-//! operation the scheduler's invariants, the step's limits and the shadow KV contents are
-//! checked (the same checks as the property tests); at the end every request is ended and
-//! every block must be free. Run: `cargo +nightly fuzz run scheduler_ops` from `fuzz/`.
+//! (submit, beam-group submit, follow-up, duplicate submit, step with random sampled tokens
+//! and random beam reorders, finish, cancel, finish-when-done), decoded by
+//! `host_runtime::scheduler::harness::decode`. After every operation the scheduler's
+//! invariants, the step's limits and the shadow KV contents (swaps and beam block copies
+//! applied) are checked (the same checks as the property tests); at the end every request
+//! is ended and every block must be free. Run: `cargo +nightly fuzz run scheduler_ops` from `fuzz/`.
 #![no_main]
 
 use host_runtime::scheduler::harness::run_bytes;

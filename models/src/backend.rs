@@ -75,6 +75,14 @@ impl Backend for CpuBackend {
         self.kv.block_mut(block).copy_from_slice(src);
         Ok(())
     }
+
+    fn copy_block(&mut self, src: BlockId, dst: BlockId) -> Result<(), BackendError> {
+        if let Some(&b) = [src, dst].iter().find(|&&b| b as usize >= self.kv.blocks) {
+            return Err(BackendError(format!("block copy {src} -> {dst}: block {b} is outside the {} allocated", self.kv.blocks)));
+        }
+        self.kv.copy_block(src, dst);
+        Ok(())
+    }
 }
 
 /// Text deltas through the model's tokenizer (special tokens skipped).

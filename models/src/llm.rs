@@ -108,6 +108,8 @@ pub struct Completion {
     pub cum_logprob: f32,
     pub prompt_tokens: usize,
     pub reused_tokens: usize,
+    /// Beam search: the `n` best hypotheses, best first (the first is `text` / `token_ids`).
+    pub beams: Vec<host_runtime::executor::BeamOutput>,
 }
 
 impl Llm {
@@ -220,6 +222,7 @@ fn completion(o: host_runtime::executor::Output) -> Completion {
         cum_logprob: o.cum_logprob,
         prompt_tokens: o.prompt_tokens,
         reused_tokens: o.reused_tokens,
+        beams: o.beams,
     }
 }
 

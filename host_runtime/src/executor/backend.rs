@@ -1,6 +1,7 @@
 //! The [`Backend`] trait: what the executor needs from a device (the CPU reference backend
 //! now, the GPU backend later). A backend owns the KV storage (blocks numbered as the
-//! scheduler's block pool numbers them) and runs one forward step for a whole batch.
+//! scheduler's block pool numbers them) and runs one forward step for a whole batch; before
+//! it, the step's host-tier swaps and block copies, in the order the executor calls them.
 
 use crate::kv::BlockId;
 
@@ -32,4 +33,8 @@ pub trait Backend: Send + 'static {
     fn swap_out(&mut self, block: BlockId, slot: usize) -> Result<(), BackendError>;
     /// Copies host-tier slot `slot` back into device block `block`.
     fn swap_in(&mut self, slot: usize, block: BlockId) -> Result<(), BackendError>;
+    /// Copies device block `src` (every layer's K and V) into device block `dst`: a beam
+    /// reorder's copy of a partial block. A step's copies run after its swaps and before
+    /// its compute (see [`crate::scheduler::Step::block_copies`]).
+    fn copy_block(&mut self, src: BlockId, dst: BlockId) -> Result<(), BackendError>;
 }

@@ -3,6 +3,11 @@
 //! State shared with callers ([`Shared`]) sits behind one mutex that the loop holds only
 //! while planning a step and while applying its results, never during the backend's
 //! forward pass, so `submit` and `cancel` answer at once.
+//!
+//! A beam search request's items of a step (its context's last chunk, then one item per
+//! beam, consecutive and in beam order) are applied together: their logits rows go to its
+//! `BeamSearch`, whose parents and tokens go to `Scheduler::on_beam_step_done`; it ends
+//! when the search is done, at `max_new_tokens` or when the context is full.
 
 use super::backend::{Backend, BackendItem};
 use super::detok::Detokenizer;
@@ -60,7 +65,6 @@ impl Drop for AliveGuard {
 impl LoopCtx {
     pub fn run(mut self) {
         let _guard = AliveGuard(self.shared.clone());
-        let _ = &self.detok;
         while let Some(step) = self.plan() {
             let t0 = Instant::now();
             let result = self.compute(&step);
@@ -78,7 +82,13 @@ impl LoopCtx {
             }
             if !s.sequences.is_empty() {
                 let step = s.scheduler.schedule();
-                if !step.items.is_empty() || !step.preempted.is_empty() {
+                // Copies (swaps, beam block copies) must run even in a step without items.
+                let work = !step.items.is_empty()
+                    || !step.preempted.is_empty()
+                    || !step.swap_out.is_empty()
+                    || !step.swap_in.is_empty()
+                    || !step.block_copies.is_empty();
+                if work {
                     return Some(step);
                 }
                 // Nothing fits right now (waiting on memory held by nobody would be a
@@ -101,6 +111,9 @@ impl LoopCtx {
             }
             for &(slot, block) in &step.swap_in {
                 backend.swap_in(slot, block).map_err(|e| e.to_string())?;
+            }
+            for &(src, dst) in &step.block_copies {
+                backend.copy_block(src, dst).map_err(|e| e.to_string())?;
             }
             let items: Vec<BackendItem> = step
                 .items
@@ -140,7 +153,19 @@ impl LoopCtx {
             }
             Ok(mut logits) => {
                 let mut row = 0;
-                for it in &step.items {
+                let mut i = 0;
+                while i < step.items.len() {
+                    let it = &step.items[i];
+                    let beam = it.needs_logits && s.sequences.get(&it.id).is_some_and(Sequence::is_beam);
+                    if beam {
+                        // The group's items are consecutive.
+                        let n = step.items[i..].iter().take_while(|x| x.id == it.id && x.needs_logits).count();
+                        let rows: Vec<&[f32]> = logits[row..row + n].iter().map(Vec::as_slice).collect();
+                        self.update_beam(s, &step.items[i..i + n], &rows);
+                        row += n;
+                        i += n;
+                        continue;
+                    }
                     let sampled = if it.needs_logits {
                         row += 1;
                         Some(&mut logits[row - 1])
@@ -148,6 +173,7 @@ impl LoopCtx {
                         None
                     };
                     self.update(s, it, sampled);
+                    i += 1;
                 }
             }
         }
@@ -186,6 +212,44 @@ impl LoopCtx {
         let context_left = self.max_seq_len.saturating_sub(it.start_pos + it.tokens.len() + 1);
         let ended = seq.advance(context_left).is_some() || seq.disconnected;
         if ended {
+            s.sequences.remove(&id);
+            s.scheduler.finish(id);
+        }
+    }
+}
+
+impl LoopCtx {
+    /// A beam request after its step: one beam search step over its rows, the reorder in
+    /// the scheduler, and the end (the `n` best) when the search is done, at
+    /// `max_new_tokens` or when the context is full.
+    fn update_beam(&self, s: &mut Shared, items: &[StepItem], rows: &[&[f32]]) {
+        let it = &items[0];
+        let id = it.id;
+        let Some(seq) = s.sequences.get_mut(&id) else {
+            return;
+        };
+        if it.is_context && !seq.seen_context {
+            seq.seen_context = true;
+            seq.reused_tokens = it.start_pos;
+        }
+        let step = match seq.beam_step(rows) {
+            Ok(step) => step,
+            Err(msg) => {
+                seq.finish(FinishReason::Error(msg));
+                s.sequences.remove(&id);
+                s.scheduler.cancel(id);
+                return;
+            }
+        };
+        if !s.scheduler.on_beam_step_done(id, &step.parents, &step.tokens) {
+            seq.finish(FinishReason::Error("the scheduler refused a beam step".into()));
+            s.sequences.remove(&id);
+            s.scheduler.cancel(id);
+            return;
+        }
+        let context_left = self.max_seq_len.saturating_sub(it.start_pos + it.tokens.len() + 1);
+        if step.done || seq.beam_steps() >= seq.params.max_new_tokens || context_left == 0 {
+            seq.finish_beams(&*self.detok);
             s.sequences.remove(&id);
             s.scheduler.finish(id);
         }

@@ -13,16 +13,25 @@
 //! (stop, length, cancelled or error), also when the backend fails or panics; a cancelled
 //! request's KV blocks are free before `cancel` returns; an iteration-stats JSON line is
 //! logged at debug level (`inflight::iteration`) after every step.
+//!
+//! Beam search (`beam_width > 1`, at most `max_beam_width`): the scheduler runs the request
+//! as a beam group (prompt computed once, `beam_width` beams with their own block tables,
+//! never preempted); the final output alone carries the result: the best hypothesis in
+//! `token_ids` / `text` / `cum_logprob` and the `n` best in `beams`. Stop strings do not
+//! apply to beam search (end ids and stop token sequences do), and no per-token log-probs
+//! are returned.
 
 pub mod backend;
 pub mod detok;
 mod engine;
 pub mod request;
 mod sequence;
+#[cfg(test)]
+mod tests;
 
 pub use backend::{Backend, BackendError, BackendItem};
 pub use detok::{Detokenizer, NoText, TextStream};
-pub use request::{FinishReason, Output, OutputSink, Request, TokenLogprobs};
+pub use request::{BeamOutput, FinishReason, Output, OutputSink, Request, TokenLogprobs};
 
 use crate::kv::KvCacheConfig;
 use crate::sampling::InvalidParam;
@@ -87,6 +96,7 @@ impl Handle {
             all.prompt_tokens = o.prompt_tokens;
             all.generated_tokens = o.generated_tokens;
             all.reused_tokens = o.reused_tokens;
+            all.beams.extend(o.beams);
             if o.finish.is_some() {
                 all.finish = o.finish;
                 break;
@@ -136,9 +146,6 @@ impl Executor {
     pub fn submit_to(&self, request: Request, sink: Box<dyn OutputSink>) -> Result<RequestId, ExecutorError> {
         let mut params = request.sampling;
         params.validate(self.vocab_size, self.max_beam_width)?;
-        if params.beam_width > 1 {
-            return Err(InvalidParam { field: "beam_width", message: "beam search is not supported by this executor yet".into() }.into());
-        }
         for &t in &request.prompt {
             if t as usize >= self.vocab_size {
                 return Err(InvalidParam { field: "prompt", message: format!("token id {t} is outside the vocabulary (size {})", self.vocab_size) }.into());
@@ -157,7 +164,8 @@ impl Executor {
             return Err(ExecutorError::Closed);
         }
         let id = s.next_id;
-        s.scheduler.submit(id, request.prompt.clone(), params.max_new_tokens)?;
+        let width = if params.is_beam_search() { params.beam_width } else { 1 };
+        s.scheduler.submit_beam(id, request.prompt.clone(), params.max_new_tokens, width)?;
         s.next_id += 1;
         let seq = Sequence::new(params, &request.prompt, &end_ids, sink, self.detok.stream());
         s.sequences.insert(id, seq);

@@ -60,6 +60,21 @@ pub struct Output {
     pub generated_tokens: usize,
     /// Prompt tokens whose KV came from the prefix cache.
     pub reused_tokens: usize,
+    /// Beam search only, in the final output: the `n` best hypotheses, best first (the
+    /// first is also in `token_ids` / `text` / `cum_logprob`). Empty otherwise.
+    pub beams: Vec<BeamOutput>,
+}
+
+/// One beam search hypothesis of a final [`Output`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BeamOutput {
+    /// Generated tokens, without the end id / stop token sequence that ended it.
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    /// Sum of the chosen tokens' log-probs (the end token's included when it ended).
+    pub cum_logprob: f32,
+    /// `cum_logprob / len^length_penalty` (`len` counts the end token).
+    pub score: f32,
 }
 
 /// Where a request's outputs go. `send` returns false once nobody listens; the executor

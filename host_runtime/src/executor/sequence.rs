@@ -2,10 +2,16 @@
 //! released to the caller. Tokens that could still turn out to be the start of a stop
 //! token sequence, and text that could be the start of a stop string, are held back until
 //! they are known not to be; stop matches are never released.
+//!
+//! A beam search request (`beam_width > 1`) is not streamed: its [`BeamSearch`] advances
+//! once per step and the one final output carries the `n` best hypotheses. Stop token
+//! sequences and end ids end hypotheses inside the search; stop strings do not apply to
+//! beam search, and per-token log-probs are not returned (each hypothesis has its
+//! cumulative log-prob and score).
 
-use super::detok::TextStream;
-use super::request::{FinishReason, Output, OutputSink, TokenLogprobs};
-use crate::sampling::{Sampled, Sampler, SamplingParams, StopMatcher};
+use super::detok::{Detokenizer, TextStream};
+use super::request::{BeamOutput, FinishReason, Output, OutputSink, TokenLogprobs};
+use crate::sampling::{BeamSearch, BeamStep, Sampled, Sampler, SamplingParams, StopMatcher};
 
 pub(super) struct Sequence {
     pub params: SamplingParams,
@@ -28,10 +34,14 @@ pub(super) struct Sequence {
     pub seen_context: bool,
     /// The receiver went away.
     pub disconnected: bool,
+    /// Beam search state (beam requests only) and the steps it took.
+    beam: Option<BeamSearch>,
+    beam_steps: usize,
 }
 
 impl Sequence {
     pub fn new(params: SamplingParams, prompt: &[u32], end_ids: &[u32], sink: Box<dyn OutputSink>, text_stream: Box<dyn TextStream>) -> Self {
+        let beam = params.is_beam_search().then(|| BeamSearch::with_prompt(&params, prompt, end_ids));
         Sequence {
             sampler: Sampler::new(&params, prompt, end_ids),
             stop: StopMatcher::new(&params, end_ids),
@@ -48,7 +58,68 @@ impl Sequence {
             reused_tokens: 0,
             seen_context: false,
             disconnected: false,
+            beam,
+            beam_steps: 0,
         }
+    }
+
+    /// Whether this is a beam search request.
+    pub fn is_beam(&self) -> bool {
+        self.beam.is_some()
+    }
+
+    /// Tokens each beam generated so far.
+    pub fn beam_steps(&self) -> usize {
+        self.beam_steps
+    }
+
+    /// One beam search step over `rows` of logits in beam order: the context's single row
+    /// first, then one row per beam.
+    pub fn beam_step(&mut self, rows: &[&[f32]]) -> Result<BeamStep, String> {
+        let Some(bs) = self.beam.as_mut() else {
+            return Err("not a beam search request".into());
+        };
+        let want = if self.beam_steps == 0 { 1 } else { bs.width() };
+        let vocab = rows.first().map_or(0, |r| r.len());
+        if rows.len() != want || vocab == 0 || rows.iter().any(|r| r.len() != vocab) {
+            return Err(format!("beam search step got {} logits rows, expected {want} of equal, non-zero length", rows.len()));
+        }
+        let flat: Vec<f32> = rows.concat();
+        let step = bs.step(&flat, vocab);
+        self.beam_steps += 1;
+        Ok(step)
+    }
+
+    /// Ends a beam request with its `n` best hypotheses (text through `detok`): `Stop` when
+    /// the best one ended with an end id or stop sequence, else `Length`.
+    pub fn finish_beams(&mut self, detok: &dyn Detokenizer) -> FinishReason {
+        let best = self.beam.as_ref().map(|b| b.best(self.params.n.max(1))).unwrap_or_default();
+        let beams: Vec<BeamOutput> = best
+            .into_iter()
+            .map(|h| {
+                let mut stream = detok.stream();
+                let mut text: String = h.tokens.iter().map(|&id| stream.push(id)).collect();
+                text.push_str(&stream.finish());
+                BeamOutput { token_ids: h.tokens, text, cum_logprob: h.cum_logprob, score: h.score }
+            })
+            .collect();
+        let first = beams.first().cloned().unwrap_or_default();
+        let reason = if beams.first().is_some_and(|b| b.token_ids.len() < self.beam_steps) { FinishReason::Stop } else { FinishReason::Length };
+        let out = Output {
+            generated_tokens: first.token_ids.len(),
+            token_ids: first.token_ids,
+            text: first.text,
+            cum_logprob: first.cum_logprob,
+            finish: Some(reason.clone()),
+            prompt_tokens: self.prompt_len,
+            reused_tokens: self.reused_tokens,
+            beams,
+            ..Default::default()
+        };
+        if !self.disconnected && !self.sink.send(out) {
+            self.disconnected = true;
+        }
+        reason
     }
 
     /// Samples the next token from `logits` and records it. Returns it.

@@ -9,7 +9,9 @@
 //!
 //! Model: the cache is `num_blocks` blocks of `tokens_per_block` positions; block 0 is the
 //! null block (padding target, never handed out). A request's block table is append-only
-//! and maps position `p` to block `table[p / tokens_per_block]`. A block shared between
+//! (a beam search reorder gives a beam its parent's table, sharing the full blocks by
+//! refcount and copying the partial last one) and maps position `p` to block
+//! `table[p / tokens_per_block]`. A block shared between
 //! requests is always full, its contents determined by the identical token prefix up to
 //! its end; requests only ever write to blocks they alone hold.
 //!

@@ -13,7 +13,7 @@
 //! - refcounts never underflow: releasing a free, null or unknown block is an error.
 //!
 //! The backend performs a step's swaps in this order: all `swap_out`s in list order, then all
-//! `swap_in`s, then the compute. Slots read by a `swap_in` are not reused until
+//! `swap_in`s, then (the scheduler's beam block copies, then) the compute. Slots read by a `swap_in` are not reused until
 //! [`BlockPool::begin_step`] of the next step, and blocks written by one are held, so no
 //! copy in a step reads what another copy of the same step wrote.
 
@@ -175,6 +175,26 @@ impl BlockPool {
             }
             None => {
                 self.index.remove(key);
+            }
+        }
+    }
+
+    /// Adds one reference to a block that is already referenced (a block table sharing it,
+    /// e.g. a beam forked from another). Free, null and unknown blocks are refused.
+    pub fn retain(&mut self, b: BlockId) -> Result<(), PoolError> {
+        if b == 0 {
+            return Err(PoolError::NullBlock);
+        }
+        let num_blocks = self.refcount.len();
+        match self.refcount.get_mut(b as usize) {
+            None => Err(PoolError::UnknownBlock {
+                block: b,
+                num_blocks,
+            }),
+            Some(0) => Err(PoolError::NotAllocated { block: b }),
+            Some(rc) => {
+                *rc += 1;
+                Ok(())
             }
         }
     }

@@ -166,3 +166,18 @@ fn host_tier_swaps_out_and_in() {
     p.begin_step();
     p.check().unwrap();
 }
+
+#[test]
+fn retain_shares_a_held_block() {
+    let mut p = pool(4, false, 0);
+    let b = p.allocate().unwrap();
+    p.retain(b).unwrap();
+    assert_eq!(p.refcount(b), 2);
+    p.release(b).unwrap();
+    assert_eq!(p.free_blocks(), 2, "still held once");
+    p.release(b).unwrap();
+    assert_eq!(p.retain(b), Err(PoolError::NotAllocated { block: b }));
+    assert_eq!(p.retain(0), Err(PoolError::NullBlock));
+    assert!(matches!(p.retain(9), Err(PoolError::UnknownBlock { .. })));
+    p.check().unwrap();
+}

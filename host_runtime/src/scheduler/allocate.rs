@@ -1,4 +1,4 @@
-//! Stage 3, allocation: extend each planned request's block table to cover the positions it
+//! Stage 3, allocation: extend each planned beam's block table to cover the positions it
 //! computes, and build the step's items. Also the registration of full computed blocks for
 //! reuse, run when the backend confirms a step.
 //!
@@ -20,9 +20,10 @@ impl Scheduler {
         let r = self.reqs.get_mut(&p.id)?;
         let start = r.computed;
         let end = start + p.len;
-        while r.table.len() * tpb < end {
+        let beam = r.beams.get_mut(p.beam)?;
+        while beam.table.len() * tpb < end {
             match self.pool.allocate() {
-                Some(b) => r.table.push(b),
+                Some(b) => beam.table.push(b),
                 None => {
                     let msg = format!(
                         "request {}: no free block for positions up to {end} (reservation broken)",
@@ -39,16 +40,17 @@ impl Scheduler {
         });
         Some(StepItem {
             id: p.id,
-            tokens: r.tokens[start..end].to_vec(),
+            tokens: beam.tokens[start..end].to_vec(),
             start_pos: start,
-            block_table: r.table.clone(),
+            block_table: beam.table.clone(),
             needs_logits: p.needs_logits,
             is_context: p.is_context,
+            beam: p.beam,
         })
     }
 
     /// Registers the request's blocks that are now full of computed tokens, continuing its
-    /// chain; stops for good at a collision.
+    /// chain; stops for good at a collision. A beam group registers nothing once forked.
     pub(super) fn register_full_blocks(&mut self, id: RequestId) {
         if !self.pool.reuse_enabled() {
             return;
@@ -57,13 +59,15 @@ impl Scheduler {
         let Some(r) = self.reqs.get_mut(&id) else {
             return;
         };
-        let full = (r.computed / tpb).min(r.table.len());
+        let [beam] = &r.beams[..] else { return };
+        let full = (r.computed / tpb).min(beam.table.len());
         while r.reg.blocks < full && !r.reg.broken {
             let i = r.reg.blocks;
-            match self
-                .pool
-                .register(r.reg.parent, &r.tokens[i * tpb..(i + 1) * tpb], r.table[i])
-            {
+            match self.pool.register(
+                r.reg.parent,
+                &beam.tokens[i * tpb..(i + 1) * tpb],
+                beam.table[i],
+            ) {
                 Registered::New(s) | Registered::Duplicate(s) => {
                     r.reg.parent = s;
                     r.reg.blocks += 1;

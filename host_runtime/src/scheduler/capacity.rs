@@ -13,6 +13,14 @@
 //!   admitted while the blocks for their first chunk exist, and not at all in a step that
 //!   preempted.
 //!
+//! Beam groups (see the module documentation of the scheduler) are admitted under both
+//! policies only when the free blocks cover their whole reservation (after prefix reuse)
+//! on top of everything else reserved; they are never preempted, and under
+//! `MaxUtilization` their outstanding reservations are set aside before any running request
+//! reserves blocks, so a group never waits for memory once admitted. A request's batch
+//! slots are its width: admission stops at the first waiting request whose width does not
+//! fit `max_batch_size`.
+//!
 //! Reservations do not look at the token budget: a candidate the micro-batch stage then
 //! leaves out (more generation requests than `max_num_tokens`) still counted, and may have
 //! caused a preemption. The stage is cheap and keeps the two stages independent.
@@ -33,6 +41,8 @@ pub(crate) struct Candidate {
     pub(crate) remaining: usize,
     pub(crate) max_tokens: usize,
     pub(crate) chunkable: bool,
+    /// Items a step of it has (a forked beam group's width, else 1).
+    pub(crate) beams: usize,
 }
 
 /// Blocks a request needs for its next step: at least `min`, ideally `desired`.
@@ -58,6 +68,7 @@ impl Scheduler {
             remaining: r.remaining(),
             max_tokens: max_tokens.min(r.remaining()),
             chunkable: r.chunkable(self.cfg.chunked_context, self.cfg.max_num_tokens),
+            beams: r.items(),
         }
     }
 
@@ -66,8 +77,23 @@ impl Scheduler {
         self.running
             .iter()
             .filter_map(|id| self.reqs.get(id))
-            .map(|r| r.max_blocks(self.tpb).saturating_sub(r.table.len()))
+            .map(|r| r.outstanding(self.tpb))
             .sum()
+    }
+
+    /// Blocks reserved but not yet allocated by running beam groups (both policies).
+    pub(crate) fn group_outstanding_blocks(&self) -> usize {
+        self.running
+            .iter()
+            .filter_map(|id| self.reqs.get(id))
+            .filter(|r| r.is_group())
+            .map(|r| r.outstanding(self.tpb))
+            .sum()
+    }
+
+    /// Whether the queue head's width fits the batch slots left.
+    fn slots_for(&self, width: usize) -> bool {
+        self.running_slots() + width <= self.cfg.max_batch_size
     }
 
     fn capacity_no_evict(&mut self) -> (Vec<Candidate>, usize) {
@@ -80,19 +106,18 @@ impl Scheduler {
             .collect();
         let mut outstanding = self.outstanding_blocks();
         let mut reused = 0;
-        while self.running.len() < self.cfg.max_batch_size {
-            let Some((id, max_reuse, m)) = self.peek_head() else {
-                break;
-            };
+        while let Some((id, max_reuse, m)) = self.peek_head() {
             let Some(r) = self.reqs.get(&id) else { break };
-            let total = r.max_blocks(self.tpb);
-            let cost = m.cost + total.saturating_sub(m.blocks);
+            if !self.slots_for(r.width) {
+                break;
+            }
+            let cost = m.cost + r.reservation(self.tpb).saturating_sub(m.blocks);
             if self.pool.free_blocks() < outstanding + cost {
                 break;
             }
             reused += self.admit(id, max_reuse);
             let Some(r) = self.reqs.get(&id) else { break };
-            outstanding += total.saturating_sub(r.table.len());
+            outstanding += r.outstanding(self.tpb);
             cands.push(self.candidate(id, r, usize::MAX));
         }
         (cands, reused)
@@ -100,7 +125,8 @@ impl Scheduler {
 
     fn capacity_max_util(&mut self, preempted: &mut Vec<RequestId>) -> (Vec<Candidate>, usize) {
         let mut cands = Vec::new();
-        let mut reserved = 0;
+        // Beam groups' blocks are set aside first: they always fit.
+        let mut reserved = self.group_outstanding_blocks();
         let mut i = 0;
         while i < self.running.len() {
             let id = self.running[i];
@@ -109,6 +135,10 @@ impl Scheduler {
                 continue;
             };
             if r.is_done() {
+                continue;
+            }
+            if r.is_group() {
+                cands.push(self.candidate(id, r, usize::MAX));
                 continue;
             }
             let want = self.want(r);
@@ -145,12 +175,13 @@ impl Scheduler {
         }
     }
 
-    /// The index of the newest running request after `index` that is not done.
+    /// The index of the newest running request after `index` that is not done and not a
+    /// beam group.
     fn newest_victim(&self, index: usize) -> Option<usize> {
         (index + 1..self.running.len()).rev().find(|&j| {
             self.reqs
                 .get(&self.running[j])
-                .is_some_and(|r| !r.is_done())
+                .is_some_and(|r| !r.is_done() && !r.is_group())
         })
     }
 
@@ -159,7 +190,9 @@ impl Scheduler {
         let Some(mut r) = self.reqs.remove(&id) else {
             return;
         };
-        self.release_blocks(&mut r.table);
+        for b in &mut r.beams {
+            self.release_blocks(&mut b.table);
+        }
         r.reset_for_recompute();
         self.reqs.insert(id, r);
         self.waiting.push_front(id);
@@ -203,22 +236,34 @@ impl Scheduler {
         let id = *self.waiting.front()?;
         let r = self.reqs.get(&id)?;
         let max_reuse = if self.pool.reuse_enabled() {
-            r.tokens.len().saturating_sub(1) / self.tpb
+            r.tokens().len().saturating_sub(1) / self.tpb
         } else {
             0
         };
-        Some((id, max_reuse, self.pool.match_prefix(&r.tokens, max_reuse)))
+        Some((id, max_reuse, self.pool.match_prefix(r.tokens(), max_reuse)))
     }
 
-    /// `MaxUtilization` admission: FIFO while a batch slot and the first chunk's blocks exist.
+    /// `MaxUtilization` admission: FIFO while batch slots and the first chunk's blocks exist
+    /// (a beam group's whole reservation).
     fn admit_max_util(&mut self, cands: &mut Vec<Candidate>, reserved: &mut usize) -> usize {
         let mut reused = 0;
-        while self.running.len() < self.cfg.max_batch_size {
-            let Some((id, max_reuse, m)) = self.peek_head() else {
-                break;
-            };
+        while let Some((id, max_reuse, m)) = self.peek_head() {
             let Some(r) = self.reqs.get(&id) else { break };
-            let remaining = r.tokens.len() - m.blocks * self.tpb;
+            if !self.slots_for(r.width) {
+                break;
+            }
+            if r.is_group() {
+                let cost = m.cost + r.reservation(self.tpb).saturating_sub(m.blocks);
+                if self.pool.free_blocks().saturating_sub(*reserved) < cost {
+                    break;
+                }
+                reused += self.admit(id, max_reuse);
+                let r = &self.reqs[&id];
+                *reserved += r.outstanding(self.tpb);
+                cands.push(self.candidate(id, r, usize::MAX));
+                continue;
+            }
+            let remaining = r.tokens().len() - m.blocks * self.tpb;
             let chunkable =
                 self.cfg.chunked_context || r.recompute || remaining > self.cfg.max_num_tokens;
             let want = self.context_want(remaining, 0, chunkable);
@@ -242,16 +287,16 @@ impl Scheduler {
         let Some(r) = self.reqs.get_mut(&id) else {
             return 0;
         };
-        let take = self.pool.take_prefix(&r.tokens, max_reuse);
+        let take = self.pool.take_prefix(&r.beams[0].tokens, max_reuse);
         r.computed = take.blocks.len() * self.tpb;
         r.reg = super::request::RegChain {
             blocks: take.blocks.len(),
             parent: take.last_serial,
             broken: false,
         };
-        r.table = take.blocks;
+        r.beams[0].table = take.blocks;
         r.phase = Phase::Context;
         self.running.push(id);
-        r.table.len()
+        r.beams[0].table.len()
     }
 }

@@ -18,6 +18,13 @@ impl Scheduler {
         self.check_queues()?;
         self.check_requests()?;
         self.check_block_sharing()?;
+        let groups = self.group_outstanding_blocks();
+        if groups > self.pool.free_blocks() {
+            return Err(format!(
+                "beam groups reserve {groups} more blocks but only {} are free",
+                self.pool.free_blocks()
+            ));
+        }
         if self.cfg.policy == CapacityPolicy::GuaranteedNoEvict {
             if self.stats.total_preempted > 0 {
                 return Err(format!(
@@ -37,10 +44,10 @@ impl Scheduler {
     }
 
     fn check_queues(&self) -> Result<(), String> {
-        if self.running.len() > self.cfg.max_batch_size {
+        if self.running_slots() > self.cfg.max_batch_size {
             return Err(format!(
-                "{} running > max_batch_size {}",
-                self.running.len(),
+                "{} running slots > max_batch_size {}",
+                self.running_slots(),
                 self.cfg.max_batch_size
             ));
         }
@@ -74,56 +81,82 @@ impl Scheduler {
     fn check_requests(&self) -> Result<(), String> {
         let tpb = self.tpb;
         for (id, r) in &self.reqs {
-            let ok = r.prompt_len <= r.tokens.len()
-                && r.tokens.len() <= r.max_len()
-                && r.computed <= r.tokens.len()
-                && r.computed <= r.table.len() * tpb
-                && r.table.len() <= r.max_blocks(tpb)
-                && !r.table.contains(&0)
-                && (r.phase != Phase::Waiting || (r.table.is_empty() && r.computed == 0))
-                && (r.phase != Phase::Generation || r.remaining() == 1 || r.is_done());
+            let len = r.tokens().len();
+            let beams_ok = (r.beams.len() == 1 || r.beams.len() == r.width)
+                && (r.beams.len() == 1 || r.phase == Phase::Generation)
+                && r.beams.iter().all(|b| {
+                    b.tokens.len() == len && b.tokens[..r.prompt_len] == r.tokens()[..r.prompt_len]
+                });
+            let tables_ok = r.beams.iter().all(|b| {
+                r.computed <= b.table.len() * tpb
+                    && b.table.len() <= r.max_blocks(tpb)
+                    && !b.table.contains(&0)
+                    && (r.phase != Phase::Waiting || b.table.is_empty())
+            });
+            let ok = beams_ok
+                && tables_ok
+                && r.prompt_len <= len
+                && len <= r.max_len()
+                && r.computed <= len
+                && (r.phase != Phase::Waiting || r.computed == 0)
+                && (r.phase != Phase::Generation || r.remaining() == 1 || r.is_done())
+                && (!r.is_group() || (!r.recompute && r.held_blocks() <= r.reservation(tpb)))
+                && (r.is_group() || r.copies.is_empty());
             if !ok {
                 return Err(format!(
-                    "request {id}: phase {:?}, prompt {}, tokens {}, max {}, computed {}, table {:?}",
+                    "request {id}: phase {:?}, width {}, beams {}, prompt {}, tokens {len}, max {}, computed {}, tables {:?}, held {} of {} reserved",
                     r.phase,
+                    r.width,
+                    r.beams.len(),
                     r.prompt_len,
-                    r.tokens.len(),
                     r.max_len(),
                     r.computed,
-                    r.table
+                    r.beams.iter().map(|b| &b.table).collect::<Vec<_>>(),
+                    r.held_blocks(),
+                    r.reservation(tpb)
                 ));
+            }
+            for &(src, dst) in &r.copies {
+                let holds = |b: BlockId| r.beams.iter().any(|x| x.table.contains(&b));
+                if src == dst || !holds(src) || !holds(dst) || self.pool.refcount(dst) != 1 {
+                    return Err(format!(
+                        "request {id}: pending copy {src} -> {dst} does not read a held block into a private one"
+                    ));
+                }
             }
         }
         Ok(())
     }
 
-    /// Refcounts equal table occurrences; shared blocks sit at the same index of requests
+    /// Refcounts equal table occurrences; shared blocks sit at the same index of tables
     /// whose tokens agree up to the block's end.
     fn check_block_sharing(&self) -> Result<(), String> {
         let tpb = self.tpb;
-        let mut holders: HashMap<BlockId, (RequestId, usize, u32)> = HashMap::new();
+        let mut holders: HashMap<BlockId, (RequestId, usize, usize, u32)> = HashMap::new();
         for (&id, r) in &self.reqs {
-            for (i, &b) in r.table.iter().enumerate() {
-                let h = holders.entry(b).or_insert((id, i, 0));
-                h.2 += 1;
-                let (first, fi, _) = *h;
-                if first == id && fi == i {
-                    continue;
-                }
-                let end = (i + 1) * tpb;
-                let f = &self.reqs[&first];
-                if fi != i
-                    || f.tokens.len() < end
-                    || r.tokens.len() < end
-                    || f.tokens[..end] != r.tokens[..end]
-                {
-                    return Err(format!(
-                        "block {b} shared by requests {first} (index {fi}) and {id} (index {i}) with different prefixes"
-                    ));
+            for (beam, bm) in r.beams.iter().enumerate() {
+                for (i, &b) in bm.table.iter().enumerate() {
+                    let h = holders.entry(b).or_insert((id, beam, i, 0));
+                    h.3 += 1;
+                    let (first, fbeam, fi, _) = *h;
+                    if first == id && fbeam == beam && fi == i {
+                        continue;
+                    }
+                    let end = (i + 1) * tpb;
+                    let f = &self.reqs[&first].beams[fbeam].tokens;
+                    if fi != i
+                        || f.len() < end
+                        || bm.tokens.len() < end
+                        || f[..end] != bm.tokens[..end]
+                    {
+                        return Err(format!(
+                            "block {b} shared by request {first} beam {fbeam} (index {fi}) and request {id} beam {beam} (index {i}) with different prefixes"
+                        ));
+                    }
                 }
             }
         }
-        for (&b, &(_, _, n)) in &holders {
+        for (&b, &(_, _, _, n)) in &holders {
             if self.pool.refcount(b) != n {
                 return Err(format!(
                     "block {b}: refcount {} but held by {n} tables",
@@ -162,14 +195,38 @@ impl Scheduler {
             return Err(format!("GuaranteedNoEvict preempted {:?}", step.preempted));
         }
         let mut ids = HashSet::new();
+        let mut per_request: HashMap<RequestId, usize> = HashMap::new();
         for it in &step.items {
-            if !ids.insert(it.id) || step.preempted.contains(&it.id) {
+            if !ids.insert((it.id, it.beam)) || step.preempted.contains(&it.id) {
                 return Err(format!(
-                    "request {} scheduled twice or also preempted",
-                    it.id
+                    "request {} beam {} scheduled twice or also preempted",
+                    it.id, it.beam
                 ));
             }
+            *per_request.entry(it.id).or_default() += 1;
             self.check_item(it)?;
+        }
+        for (id, n) in per_request {
+            let beams = self.reqs.get(&id).map_or(0, |r| r.beams.len());
+            if n != beams {
+                return Err(format!(
+                    "request {id}: {n} items for {beams} beams (a group is scheduled whole)"
+                ));
+            }
+        }
+        let mut written = HashSet::new();
+        for &(src, dst) in &step.block_copies {
+            if self.pool.refcount(src) == 0 || self.pool.refcount(dst) != 1 || !written.insert(dst)
+            {
+                return Err(format!(
+                    "block copy {src} -> {dst}: source free, or destination shared or written twice"
+                ));
+            }
+        }
+        if let Some(&(src, _)) = step.block_copies.iter().find(|(s, _)| written.contains(s)) {
+            return Err(format!(
+                "block copy reads block {src}, which another copy writes"
+            ));
         }
         for &(_, b) in &step.swap_in {
             if self.pool.refcount(b) == 0 {
@@ -184,6 +241,14 @@ impl Scheduler {
         let Some(r) = self.reqs.get(&it.id) else {
             return Err(format!("item for unknown request {}", it.id));
         };
+        let Some(beam) = r.beams.get(it.beam) else {
+            return Err(format!(
+                "request {} has no beam {} ({} beams)",
+                it.id,
+                it.beam,
+                r.beams.len()
+            ));
+        };
         let end = it.start_pos + it.tokens.len();
         let err = |what: &str| {
             Err(format!(
@@ -194,13 +259,13 @@ impl Scheduler {
             ))
         };
         if it.tokens.is_empty()
-            || end > r.tokens.len()
-            || it.tokens[..] != r.tokens[it.start_pos..end]
+            || end > beam.tokens.len()
+            || it.tokens[..] != beam.tokens[it.start_pos..end]
         {
             return err("tokens are not the request's next uncomputed tokens");
         }
         if it.start_pos != r.computed
-            || it.block_table != r.table
+            || it.block_table != beam.table
             || it.block_table.len() * tpb < end
         {
             return err("block table does not cover the item or start is not the computed count");

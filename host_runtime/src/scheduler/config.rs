@@ -23,7 +23,7 @@ pub enum CapacityPolicy {
 /// Batch and sequence limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SchedulerConfig {
-    /// Requests admitted (and so scheduled in one step) at once.
+    /// Requests admitted at once (a beam group counts its width), and items of one step.
     pub max_batch_size: usize,
     /// Tokens computed in one step, all items together.
     pub max_num_tokens: usize,
@@ -113,6 +113,15 @@ pub enum SubmitError {
     )]
     PromptExceedsMaxNumTokens {
         prompt_len: usize,
+        max_num_tokens: usize,
+    },
+    #[error(
+        "beam_width = {beam_width} must be at least 1 and at most max_batch_size = {max_batch_size} \
+         and max_num_tokens = {max_num_tokens} (all beams are scheduled in one step)"
+    )]
+    BeamWidth {
+        beam_width: usize,
+        max_batch_size: usize,
         max_num_tokens: usize,
     },
 }

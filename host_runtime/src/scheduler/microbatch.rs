@@ -1,7 +1,9 @@
 //! Stage 2, micro-batch: the items of one step, within `max_batch_size` items and
 //! `max_num_tokens` tokens.
 //!
-//! Generation candidates first, oldest first, one token each. Then context candidates,
+//! Generation candidates first, oldest first, one token each (a forked beam group: one
+//! item per beam, all or none; a group that does not fit is skipped this step, and later
+//! candidates may still fill the slots). Then context candidates,
 //! oldest first: the rest of the context when it fits the token budget and its blocks
 //! (the last chunk, which yields logits); otherwise, if it may be chunked, the largest whole
 //! number of blocks that fits (a non-last chunk, no logits); otherwise it waits, and so do
@@ -16,6 +18,7 @@ use super::{RequestId, SchedulerConfig};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Planned {
     pub(crate) id: RequestId,
+    pub(crate) beam: usize,
     pub(crate) len: usize,
     pub(crate) needs_logits: bool,
     pub(crate) is_context: bool,
@@ -30,14 +33,20 @@ pub(crate) fn form(cands: &[Candidate], cfg: &SchedulerConfig, tpb: usize) -> Ve
         if slots == 0 || budget == 0 {
             break;
         }
-        out.push(Planned {
-            id: c.id,
-            len: 1,
-            needs_logits: true,
-            is_context: false,
-        });
-        slots -= 1;
-        budget -= 1;
+        if c.beams > slots || c.beams > budget {
+            continue;
+        }
+        for beam in 0..c.beams {
+            out.push(Planned {
+                id: c.id,
+                beam,
+                len: 1,
+                needs_logits: true,
+                is_context: false,
+            });
+        }
+        slots -= c.beams;
+        budget -= c.beams;
     }
     for c in cands.iter().filter(|c| c.is_context) {
         if slots == 0 {
@@ -59,6 +68,7 @@ fn context_chunk(c: &Candidate, budget: usize, tpb: usize) -> Option<Planned> {
     if c.remaining > 0 && c.remaining <= cap {
         return Some(Planned {
             id: c.id,
+            beam: 0,
             len: c.remaining,
             needs_logits: true,
             is_context: true,
@@ -67,6 +77,7 @@ fn context_chunk(c: &Candidate, budget: usize, tpb: usize) -> Option<Planned> {
     let len = cap / tpb * tpb;
     (c.chunkable && len > 0).then_some(Planned {
         id: c.id,
+        beam: 0,
         len,
         needs_logits: false,
         is_context: true,
@@ -96,6 +107,7 @@ mod tests {
             remaining,
             max_tokens: remaining,
             chunkable,
+            beams: 1,
         }
     }
 
@@ -106,6 +118,7 @@ mod tests {
             remaining: 1,
             max_tokens: 1,
             chunkable: false,
+            beams: 1,
         }
     }
 
@@ -131,6 +144,22 @@ mod tests {
         );
         let got: Vec<_> = plan.iter().map(|p| p.id).collect();
         assert_eq!(got, vec![2], "FIFO: request 4 does not overtake request 1");
+    }
+
+    #[test]
+    fn a_beam_group_is_scheduled_whole_or_skipped() {
+        let group = |id, beams| Candidate { beams, ..gen_(id) };
+        let plan = form(&[gen_(1), group(2, 3), gen_(3)], &cfg(4, 100), 16);
+        let got: Vec<_> = plan.iter().map(|p| (p.id, p.beam)).collect();
+        assert_eq!(got, vec![(1, 0), (2, 0), (2, 1), (2, 2)]);
+        // Three slots left after request 1 is not enough for a group of 4: skipped, 3 fills.
+        let plan = form(&[gen_(1), group(2, 4), gen_(3)], &cfg(4, 100), 16);
+        let got: Vec<_> = plan.iter().map(|p| (p.id, p.beam)).collect();
+        assert_eq!(got, vec![(1, 0), (3, 0)]);
+        // The token budget too.
+        let plan = form(&[group(2, 3), ctx(4, 10, true)], &cfg(8, 8), 16);
+        assert_eq!(plan.len(), 3);
+        assert!(plan.iter().all(|p| p.id == 2));
     }
 
     #[test]

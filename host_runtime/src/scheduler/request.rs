@@ -1,17 +1,25 @@
 //! One request's scheduling state.
 //!
-//! A request's `tokens` are its prompt followed by every token sampled so far; positions
-//! `0..computed` are in the KV cache (through `table`). Phases: `Waiting` (queued, holds no
-//! blocks, `computed == 0`), `Context` (positions up to `tokens.len()` still to compute;
-//! the chunk that reaches the end yields logits), `Generation` (exactly the last sampled
-//! token is uncomputed). A preempted request returns to `Waiting` with all its tokens, to be
-//! recomputed as one context (`recompute`), and keeps its remaining `max_new_tokens`.
+//! A request is one or more beams, each with its `tokens` (the prompt followed by every
+//! token sampled so far) and its block `table`; positions `0..computed` of every beam are in
+//! the KV cache (through its table). A normal request has one beam. A beam group (width
+//! above 1) has one beam until its prompt is computed; the report of that step forks it
+//! into `width` beams, and every later report reorders them (see
+//! `Scheduler::on_beam_step_done`).
+//! All beams of a group have the same length and advance together.
 //!
-//! Invariants: `prompt_len <= tokens.len() <= prompt_len + max_new_tokens`;
-//! `computed <= tokens.len()`; the table covers `computed` positions and never more than
+//! Phases: `Waiting` (queued, holds no blocks, `computed == 0`), `Context` (positions up to
+//! `tokens.len()` still to compute; the chunk that reaches the end yields logits),
+//! `Generation` (exactly the last sampled token of each beam is uncomputed). A preempted
+//! request (never a beam group) returns to `Waiting` with all its tokens, to be recomputed
+//! as one context (`recompute`), and keeps its remaining `max_new_tokens`.
+//!
+//! Invariants: `prompt_len <= tokens.len() <= prompt_len + max_new_tokens` (every beam);
+//! `computed <= tokens.len()`; each table covers `computed` positions and never more than
 //! `kv_limit()` positions' worth of blocks; the request is done (never scheduled again) once
 //! `tokens.len() == prompt_len + max_new_tokens`, and the last token is never computed, so
-//! at most `kv_limit() = prompt_len + max_new_tokens - 1` positions are ever cached.
+//! at most `kv_limit() = prompt_len + max_new_tokens - 1` positions are ever cached. A beam
+//! group never holds more than `reservation()` distinct blocks, copies included.
 
 use crate::kv::{BlockId, ROOT, blocks_for};
 
@@ -22,7 +30,8 @@ pub(crate) enum Phase {
     Generation,
 }
 
-/// What the current step computes for the request, until `on_step_done` confirms it.
+/// What the current step computes for the request (for each of its beams), until
+/// `on_step_done` / `on_beam_step_done` confirms it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Scheduled {
     pub(crate) len: usize,
@@ -46,32 +55,62 @@ impl RegChain {
     };
 }
 
+/// One beam: its tokens and its block table.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Beam {
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) table: Vec<BlockId>,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Request {
-    pub(crate) tokens: Vec<u32>,
+    /// One beam, or `width` beams once a beam group forked.
+    pub(crate) beams: Vec<Beam>,
+    /// Beam width: 1 for a normal request.
+    pub(crate) width: usize,
     pub(crate) prompt_len: usize,
     pub(crate) max_new_tokens: usize,
     pub(crate) computed: usize,
-    pub(crate) table: Vec<BlockId>,
     pub(crate) phase: Phase,
     pub(crate) recompute: bool,
     pub(crate) scheduled: Option<Scheduled>,
     pub(crate) reg: RegChain,
+    /// Block copies (src, dst) of the last reorder, emitted with the next step.
+    pub(crate) copies: Vec<(BlockId, BlockId)>,
 }
 
 impl Request {
-    pub(crate) fn new(prompt: Vec<u32>, max_new_tokens: usize) -> Self {
+    pub(crate) fn new(prompt: Vec<u32>, max_new_tokens: usize, width: usize) -> Self {
         Request {
             prompt_len: prompt.len(),
-            tokens: prompt,
+            beams: vec![Beam {
+                tokens: prompt,
+                table: Vec::new(),
+            }],
+            width: width.max(1),
             max_new_tokens,
             computed: 0,
-            table: Vec::new(),
             phase: Phase::Waiting,
             recompute: false,
             scheduled: None,
             reg: RegChain::EMPTY,
+            copies: Vec::new(),
         }
+    }
+
+    /// Beam 0's tokens (every beam has the same length).
+    pub(crate) fn tokens(&self) -> &[u32] {
+        &self.beams[0].tokens
+    }
+
+    /// Beam 0's block table.
+    pub(crate) fn table(&self) -> &[BlockId] {
+        &self.beams[0].table
+    }
+
+    /// A beam group (never preempted, fully reserved at admission).
+    pub(crate) fn is_group(&self) -> bool {
+        self.width > 1
     }
 
     /// Prompt + `max_new_tokens`.
@@ -86,22 +125,52 @@ impl Request {
 
     /// All tokens generated: waits for `finish`, never scheduled again.
     pub(crate) fn is_done(&self) -> bool {
-        self.tokens.len() >= self.max_len()
+        self.tokens().len() >= self.max_len()
     }
 
-    /// Tokens not yet in the KV cache.
+    /// Tokens not yet in the KV cache (per beam).
     pub(crate) fn remaining(&self) -> usize {
-        self.tokens.len().saturating_sub(self.computed)
+        self.tokens().len().saturating_sub(self.computed)
     }
 
-    /// Positions the table covers beyond `computed`.
+    /// Positions beam 0's table covers beyond `computed`.
     pub(crate) fn spare_positions(&self, tpb: usize) -> usize {
-        (self.table.len() * tpb).saturating_sub(self.computed)
+        (self.table().len() * tpb).saturating_sub(self.computed)
     }
 
-    /// Blocks the request holds at most over its life.
+    /// Blocks one beam's table holds at most.
     pub(crate) fn max_blocks(&self, tpb: usize) -> usize {
         blocks_for(self.kv_limit(), tpb)
+    }
+
+    /// Distinct blocks the request holds at most over its life: see [`reservation_blocks`].
+    pub(crate) fn reservation(&self, tpb: usize) -> usize {
+        reservation_blocks(self.prompt_len, self.max_new_tokens, self.width, tpb)
+    }
+
+    /// Distinct blocks held now (beams share blocks).
+    pub(crate) fn held_blocks(&self) -> usize {
+        if self.beams.len() == 1 {
+            return self.beams[0].table.len();
+        }
+        let mut all: Vec<BlockId> = self
+            .beams
+            .iter()
+            .flat_map(|b| b.table.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len()
+    }
+
+    /// Blocks still to be allocated at most: the reservation not yet held.
+    pub(crate) fn outstanding(&self, tpb: usize) -> usize {
+        self.reservation(tpb).saturating_sub(self.held_blocks())
+    }
+
+    /// Items a step of this request has: `width` for a forked group, else 1.
+    pub(crate) fn items(&self) -> usize {
+        self.beams.len()
     }
 
     /// May this context be split into chunks? With chunked context, and always for a
@@ -112,11 +181,28 @@ impl Request {
 
     /// Back to the queue after preemption; the caller released the blocks.
     pub(crate) fn reset_for_recompute(&mut self) {
-        self.table.clear();
+        for b in &mut self.beams {
+            b.table.clear();
+        }
         self.computed = 0;
         self.phase = Phase::Waiting;
         self.recompute = true;
         self.scheduled = None;
         self.reg = RegChain::EMPTY;
     }
+}
+
+/// Distinct blocks a request of `width` beams holds at most at any time: the prompt's full
+/// blocks (shared by every beam, never copied) plus, per beam, every other block up to
+/// `prompt + max_new_tokens - 1` positions (the partial block copies of a reorder are among
+/// them). For `width` 1: the blocks of `prompt + max_new_tokens - 1` positions.
+pub(crate) fn reservation_blocks(
+    prompt_len: usize,
+    max_new_tokens: usize,
+    width: usize,
+    tpb: usize,
+) -> usize {
+    let per_beam = blocks_for((prompt_len + max_new_tokens).saturating_sub(1), tpb);
+    let shared = (prompt_len / tpb).min(per_beam);
+    shared + width.max(1) * (per_beam - shared)
 }

@@ -31,6 +31,8 @@ pub struct IterationStats {
     /// Host-tier copies this step.
     pub swapped_out_blocks: usize,
     pub swapped_in_blocks: usize,
+    /// Block copies of beam reorders this step.
+    pub copied_blocks: usize,
 }
 
 /// The counters behind the snapshots.
@@ -81,6 +83,7 @@ impl StatsState {
             preempted: step.preempted.len(),
             swapped_out_blocks: step.swap_out.len(),
             swapped_in_blocks: step.swap_in.len(),
+            copied_blocks: step.block_copies.len(),
         };
     }
 }

@@ -88,6 +88,13 @@ impl PagedKv {
         &mut self.data[id as usize * n..][..n]
     }
 
+    /// Copies block `src` (every layer, K and V) into block `dst` (a beam fork's copy).
+    pub fn copy_block(&mut self, src: u32, dst: u32) {
+        let n = self.block_len();
+        let at = src as usize * n;
+        self.data.copy_within(at..at + n, dst as usize * n);
+    }
+
     /// Offset of (block, layer, k|v, slot).
     fn offset(&self, block: u32, layer: usize, which: usize, slot: usize) -> usize {
         (((block as usize * self.layers + layer) * 2 + which) * self.tokens_per_block + slot) * self.row

@@ -1,5 +1,6 @@
-//! Decoding fuzz bytes into a valid configuration and a sequence of [`Op`]s, and running
-//! them through a [`Harness`] (the `scheduler_ops` fuzz target and a property test).
+//! Decoding fuzz bytes into a valid configuration and a sequence of [`Op`]s (beam groups
+//! and their random reorders included), and running them through a [`Harness`] (the
+//! `scheduler_ops` fuzz target and a property test).
 
 use super::{Coverage, Harness, Op};
 use crate::kv::KvCacheConfig;
@@ -49,7 +50,7 @@ pub fn decode(data: &[u8]) -> (SchedulerConfig, KvCacheConfig, Vec<Op>) {
     };
     let mut ops = Vec::new();
     while !b.0.is_empty() && ops.len() < 4096 {
-        ops.push(match b.u8() % 8 {
+        ops.push(match b.u8() % 9 {
             0 | 1 => Op::Submit {
                 prompt_len: usize::from(b.u16()) % (cfg.max_seq_len + 2),
                 max_new: usize::from(b.u8()) % (2 * tpb + 1),
@@ -77,7 +78,15 @@ pub fn decode(data: &[u8]) -> (SchedulerConfig, KvCacheConfig, Vec<Op>) {
                     Op::Cancel { pick: pick / 2 }
                 }
             }
-            _ => Op::FinishDone,
+            7 => Op::FinishDone,
+            _ => Op::SubmitBeam {
+                prompt_len: usize::from(b.u16()) % (cfg.max_seq_len + 2),
+                max_new: usize::from(b.u8()) % (2 * tpb + 1),
+                width: 1 + usize::from(b.u8() % 6),
+                family: b.u8() % 4,
+                shared: usize::from(b.u16()),
+                seed: u64::from(b.u8() % 8),
+            },
         });
     }
     (cfg, kv, ops)

@@ -4,10 +4,13 @@
 //! - [`Scheduler::check_invariants`] and [`Scheduler::check_step`];
 //! - submit refusals happen exactly when a refusal condition holds;
 //! - the scheduler's tokens for each request equal the driver's (prompt + sampled);
+//! - the scheduler's tokens of every beam of a beam group equal the driver's, which reorders
+//!   its beams by the random parents it reports (`on_beam_step_done`);
 //! - **KV contents**: the shadow cache stores, at each position, a fingerprint of the token
-//!   prefix up to it (what real KV depends on); swaps are applied as the backend would (all
-//!   swap-outs, then all swap-ins), and every item must find its own prefix's fingerprints
-//!   at all positions before `start_pos` (reuse, host tier and recomputation are correct);
+//!   prefix up to it (what real KV depends on); swaps and block copies are applied as the
+//!   backend would (all swap-outs, then all swap-ins, then the block copies), and every
+//!   item must find its own beam's prefix fingerprints at all positions before `start_pos`
+//!   (reuse, host tier, recomputation and beam reorders are correct);
 //! - after [`Harness::drain`], every block is free.
 //!
 //! It is public so the fuzz crate can use it; it is not part of the engine's API.
@@ -15,10 +18,10 @@
 mod decode;
 mod shadow;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 pub use decode::{decode, run_bytes};
-use shadow::{Model, Shadow};
+use shadow::{BeamModel, Model, Shadow};
 
 use super::{RequestId, Scheduler, SchedulerConfig, SchedulerError, Step, SubmitError};
 use crate::kv::{KvCacheConfig, blocks_for};
@@ -44,6 +47,15 @@ pub enum Op {
         max_new: usize,
         seed: u64,
     },
+    /// Submit a beam group of `width` beams (prompt as for `Submit`).
+    SubmitBeam {
+        prompt_len: usize,
+        max_new: usize,
+        width: usize,
+        family: u8,
+        shared: usize,
+        seed: u64,
+    },
     /// Submit with the id of a live request (must be refused).
     SubmitDuplicate { pick: usize },
     /// schedule(), run the step on the shadow backend, on_step_done for each item.
@@ -66,6 +78,9 @@ pub struct Coverage {
     pub reused_blocks: u64,
     pub swap_out: u64,
     pub swap_in: u64,
+    /// Beam group reports applied, and block copies emitted.
+    pub beam_steps: u64,
+    pub block_copies: u64,
 }
 
 impl Coverage {
@@ -77,6 +92,8 @@ impl Coverage {
         self.reused_blocks += o.reused_blocks;
         self.swap_out += o.swap_out;
         self.swap_in += o.swap_in;
+        self.beam_steps += o.beam_steps;
+        self.block_copies += o.block_copies;
     }
 }
 
@@ -129,7 +146,15 @@ impl Harness {
                 family,
                 shared,
                 seed,
-            } => self.submit(prompt_len, max_new, family, shared, seed)?,
+            } => self.submit(prompt_len, max_new, 1, family, shared, seed)?,
+            Op::SubmitBeam {
+                prompt_len,
+                max_new,
+                width,
+                family,
+                shared,
+                seed,
+            } => self.submit(prompt_len, max_new, width, family, shared, seed)?,
             Op::SubmitFollowUp {
                 pick,
                 extra,
@@ -155,7 +180,21 @@ impl Harness {
             ));
         }
         for (&id, m) in &self.model {
-            if self.sched.request_tokens(id) != Some(&m.tokens[..]) {
+            if self.sched.beam_count(id) != Some(m.beams.len()) {
+                return Err(format!(
+                    "request {id}: {:?} beams, the driver has {}",
+                    self.sched.beam_count(id),
+                    m.beams.len()
+                ));
+            }
+            for (b, beam) in m.beams.iter().enumerate() {
+                if self.sched.beam_tokens(id, b) != Some(&beam.tokens[..]) {
+                    return Err(format!(
+                        "request {id} beam {b}: tokens differ from the driver's"
+                    ));
+                }
+            }
+            if self.sched.request_tokens(id) != Some(&m.beams[0].tokens[..]) {
                 return Err(format!("request {id}: tokens differ from the driver's"));
             }
         }
@@ -166,6 +205,7 @@ impl Harness {
         &mut self,
         prompt_len: usize,
         max_new: usize,
+        width: usize,
         family: u8,
         shared: usize,
         seed: u64,
@@ -180,7 +220,7 @@ impl Harness {
                 }
             })
             .collect();
-        self.submit_prompt(prompt, max_new)
+        self.submit_prompt(prompt, max_new, width)
     }
 
     fn submit_follow_up(
@@ -190,7 +230,7 @@ impl Harness {
         max_new: usize,
         seed: u64,
     ) -> Result<(), String> {
-        let live = self.model.values().map(|m| &m.tokens);
+        let live = self.model.values().map(|m| &m.beams[0].tokens);
         let known: Vec<&Vec<u32>> = live.chain(self.history.iter()).collect();
         let Some(base) = known.get(pick % known.len().max(1)) else {
             return Ok(());
@@ -198,23 +238,33 @@ impl Harness {
         let mut rng = Rng::new(seed);
         let mut prompt = (*base).clone();
         prompt.extend((0..extra).map(|_| rng.below(4) as u32));
-        self.submit_prompt(prompt, max_new)
+        self.submit_prompt(prompt, max_new, 1)
     }
 
-    fn submit_prompt(&mut self, prompt: Vec<u32>, max_new: usize) -> Result<(), String> {
+    fn submit_prompt(
+        &mut self,
+        prompt: Vec<u32>,
+        max_new: usize,
+        width: usize,
+    ) -> Result<(), String> {
         let prompt_len = prompt.len();
         let id = self.next_id;
         self.next_id += 1;
-        let reasons = self.refusal_reasons(prompt_len, max_new);
-        match self.sched.submit(id, prompt.clone(), max_new) {
+        let reasons = self.refusal_reasons(prompt_len, max_new, width);
+        let submitted = if width == 1 {
+            self.sched.submit(id, prompt.clone(), max_new)
+        } else {
+            self.sched.submit_beam(id, prompt.clone(), max_new, width)
+        };
+        match submitted {
             Ok(()) if reasons.is_empty() => {
                 self.model.insert(
                     id,
                     Model {
-                        tokens: prompt,
+                        beams: vec![BeamModel::new(prompt)],
+                        width,
                         prompt_len,
                         max_new,
-                        fps: Vec::new(),
                     },
                 );
                 self.accepted += 1;
@@ -229,18 +279,31 @@ impl Harness {
     }
 
     /// The refusal conditions that hold for a new request.
-    fn refusal_reasons(&self, prompt_len: usize, max_new: usize) -> Vec<&'static str> {
+    fn refusal_reasons(
+        &self,
+        prompt_len: usize,
+        max_new: usize,
+        width: usize,
+    ) -> Vec<&'static str> {
         let c = self.sched.config();
         let tpb = self.sched.tokens_per_block();
         let total = prompt_len + max_new;
+        // Beams share the prompt's full blocks; every other block is per beam.
+        let per_beam = blocks_for(total.max(1) - 1, tpb);
+        let shared = (prompt_len / tpb).min(per_beam);
+        let needed = shared + width.max(1) * (per_beam - shared);
         let checks = [
             ("queue", self.sched.queue_len() >= c.max_queue_size),
             ("empty", prompt_len == 0),
             ("zero_new", max_new == 0),
             ("seq_len", total > c.max_seq_len),
             (
+                "beam",
+                width == 0 || width > c.max_batch_size || width > c.max_num_tokens,
+            ),
+            (
                 "pool",
-                total > 0 && blocks_for(total - 1, tpb) > self.sched.pool().usable_blocks(),
+                total > 0 && needed > self.sched.pool().usable_blocks(),
             ),
             (
                 "num_tokens",
@@ -270,14 +333,24 @@ impl Harness {
         if let Some(id) = step
             .preempted
             .iter()
-            .find(|id| self.model.get(id).is_none_or(Model::done))
+            .find(|id| self.model.get(id).is_none_or(|m| m.done() || m.width > 1))
         {
-            return Err(format!("preempted request {id} is unknown or done"));
+            return Err(format!(
+                "preempted request {id} is unknown, done or a beam group"
+            ));
         }
         self.shadow.run(&step, &mut self.model)?;
         self.count(&step);
         let mut rng = Rng::new(seed);
+        let mut groups = HashSet::new();
         for it in &step.items {
+            let group = self.model.get(&it.id).is_some_and(|m| m.width > 1);
+            if group && it.needs_logits {
+                if groups.insert(it.id) {
+                    self.confirm_group(it.id, &mut rng)?;
+                }
+                continue;
+            }
             let roll = rng.below(32);
             if roll == 0 {
                 continue; // never confirmed: planned again next step
@@ -290,21 +363,79 @@ impl Harness {
             } else {
                 let tok = rng.below(8) as u32;
                 if let Some(m) = self.model.get_mut(&it.id) {
-                    m.tokens.push(tok);
+                    m.beams[0].push(tok);
                 }
-                self.sched.on_step_done(it.id, Some(tok));
+                if roll == 2 {
+                    // A width-1 beam report is an ordinary one.
+                    if !self.sched.on_beam_step_done(it.id, &[0], &[tok]) {
+                        return Err(format!("request {}: width-1 beam report refused", it.id));
+                    }
+                } else {
+                    self.sched.on_step_done(it.id, Some(tok));
+                }
             }
         }
         Ok(())
     }
 
+    /// Reports a beam group's logits step: sometimes not at all, wrongly (must count as not
+    /// run or be refused), else with random parents and tokens, mirrored in the driver.
+    fn confirm_group(&mut self, id: RequestId, rng: &mut Rng) -> Result<(), String> {
+        let Some(m) = self.model.get(&id) else {
+            return Err(format!("step item for unknown request {id}"));
+        };
+        let (n, w) = (m.beams.len() as u64, m.width);
+        match rng.below(32) {
+            0 => return Ok(()), // never confirmed: planned again next step
+            1 => {
+                self.sched.on_step_done(id, None); // no token: not run
+                return Ok(());
+            }
+            2 => {
+                self.sched.on_step_done(id, Some(3)); // a group reports with on_beam_step_done
+                return Ok(());
+            }
+            3 => {
+                let bad_parent = vec![n as usize; w];
+                if self.sched.on_beam_step_done(id, &[0], &[1])
+                    || self.sched.on_beam_step_done(id, &bad_parent, &vec![1; w])
+                {
+                    return Err(format!("request {id}: malformed beam report accepted"));
+                }
+            }
+            _ => {}
+        }
+        // Parents biased toward few beams, so that beams die and fork often.
+        let fan = 1 + rng.below(n);
+        let parents: Vec<usize> = (0..w).map(|_| rng.below(fan) as usize).collect();
+        let tokens: Vec<u32> = (0..w).map(|_| rng.below(8) as u32).collect();
+        if !self.sched.on_beam_step_done(id, &parents, &tokens) {
+            return Err(format!(
+                "request {id}: beam report {parents:?} {tokens:?} refused"
+            ));
+        }
+        if let Some(m) = self.model.get_mut(&id) {
+            m.beams = parents
+                .iter()
+                .zip(&tokens)
+                .map(|(&p, &t)| {
+                    let mut b = m.beams[p].clone();
+                    b.push(t);
+                    b
+                })
+                .collect();
+        }
+        self.coverage.beam_steps += 1;
+        Ok(())
+    }
+
     /// Forgets a request, remembering its tokens for follow-ups.
     fn forget(&mut self, id: RequestId) {
-        if let Some(m) = self.model.remove(&id) {
+        if let Some(mut m) = self.model.remove(&id) {
             if self.history.len() >= 8 {
                 self.history.remove(0);
             }
-            self.history.push(m.tokens);
+            self.history.push(m.beams.swap_remove(0).tokens);
         }
     }
 
@@ -317,6 +448,7 @@ impl Harness {
         c.reused_blocks += self.sched.stats().reused_blocks as u64;
         c.swap_out += step.swap_out.len() as u64;
         c.swap_in += step.swap_in.len() as u64;
+        c.block_copies += step.block_copies.len() as u64;
     }
 
     fn end(&mut self, pick: usize, cancel: bool) -> Result<(), String> {
@@ -417,5 +549,6 @@ fn refusal_name(e: &SubmitError) -> &'static str {
         SubmitError::ExceedsMaxSeqLen { .. } => "seq_len",
         SubmitError::ExceedsKvPool { .. } => "pool",
         SubmitError::PromptExceedsMaxNumTokens { .. } => "num_tokens",
+        SubmitError::BeamWidth { .. } => "beam",
     }
 }

@@ -1,7 +1,7 @@
 //! The harness's model of the backend: each request's tokens with their prefix
 //! fingerprints ([`Model`]), and the device and host KV contents as fingerprints
 //! ([`Shadow`]), updated the way a backend runs a step (swap-outs, then swap-ins, then the
-//! items, which all read before any writes).
+//! block copies, then the items, which all read before any writes).
 
 use std::collections::BTreeMap;
 
@@ -10,16 +10,37 @@ use crate::testing::Rng;
 
 /// The driver's view of a request.
 pub(super) struct Model {
-    pub(super) tokens: Vec<u32>,
+    /// One beam, or `width` once a beam group forked.
+    pub(super) beams: Vec<BeamModel>,
+    pub(super) width: usize,
     pub(super) prompt_len: usize,
     pub(super) max_new: usize,
+}
+
+/// One beam's tokens with their prefix fingerprints.
+#[derive(Clone)]
+pub(super) struct BeamModel {
+    pub(super) tokens: Vec<u32>,
     /// Prefix fingerprints of `tokens` (computed on demand).
-    pub(super) fps: Vec<u64>,
+    fps: Vec<u64>,
 }
 
 impl Model {
     pub(super) fn done(&self) -> bool {
-        self.tokens.len() >= self.prompt_len + self.max_new
+        self.beams[0].tokens.len() >= self.prompt_len + self.max_new
+    }
+}
+
+impl BeamModel {
+    pub(super) fn new(tokens: Vec<u32>) -> Self {
+        BeamModel {
+            tokens,
+            fps: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, t: u32) {
+        self.tokens.push(t);
     }
 
     fn fingerprints(&mut self) -> &[u64] {
@@ -63,17 +84,29 @@ impl Shadow {
         for &(s, b) in &step.swap_in {
             Shadow::copy(&self.host, s, &mut self.device, b as usize, tpb)?;
         }
+        for &(s, d) in &step.block_copies {
+            let (a, b) = (s as usize * tpb, d as usize * tpb);
+            if a.max(b) + tpb > self.device.len() {
+                return Err(format!("block copy {s} -> {d} out of range"));
+            }
+            self.device.copy_within(a..a + tpb, b);
+        }
         // The items of a step run concurrently: every read sees the state before the step.
         for it in &step.items {
             let m = model
                 .get_mut(&it.id)
-                .ok_or(format!("step item for unknown request {}", it.id))?;
+                .and_then(|m| m.beams.get_mut(it.beam))
+                .ok_or(format!(
+                    "step item for unknown request {} beam {}",
+                    it.id, it.beam
+                ))?;
             let fps = m.fingerprints();
             let slot = |p: usize| it.block_table[p / tpb] as usize * tpb + p % tpb;
             if let Some(p) = (0..it.start_pos).find(|&p| self.device[slot(p)] != fps[p]) {
                 return Err(format!(
-                    "request {}: KV at position {p} (block {}) is not its prefix's",
+                    "request {} beam {}: KV at position {p} (block {}) is not its prefix's",
                     it.id,
+                    it.beam,
                     it.block_table[p / tpb]
                 ));
             }
@@ -81,6 +114,7 @@ impl Shadow {
         for it in &step.items {
             let fps = model
                 .get_mut(&it.id)
+                .and_then(|m| m.beams.get_mut(it.beam))
                 .map(|m| m.fingerprints())
                 .unwrap_or_default();
             let end = it.start_pos + it.tokens.len();
