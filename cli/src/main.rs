@@ -2,8 +2,10 @@
 //!
 //! `inflight generate` runs a model on the CPU reference backend (the GPU engine is the next
 //! milestone). Generated text goes to stdout as it is produced; logs go to stderr.
+//! `inflight serve` runs the HTTP server (OpenAI + Triton generate APIs).
 
 mod generate;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -19,12 +21,16 @@ struct Cli {
 enum Cmd {
     /// Generate text from a prompt (or a JSON-lines file of prompts).
     Generate(generate::GenerateArgs),
+    /// Serve the model over HTTP: OpenAI (/v1/completions, /v1/chat/completions) and
+    /// Triton generate (/v2/models/ensemble/generate[_stream]) APIs.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.cmd {
         Cmd::Generate(args) => generate::run(args),
+        Cmd::Serve(args) => serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("inflight: error: {e:#}");
