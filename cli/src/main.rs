@@ -26,7 +26,15 @@ enum Cmd {
     Serve(serve::ServeArgs),
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `warn`); per-step iteration stats (JSON)
+/// are at `RUST_LOG=inflight::iteration=debug`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true).try_init();
+}
+
 fn main() {
+    init_logging();
     let cli = Cli::parse();
     let result: Result<()> = match cli.cmd {
         Cmd::Generate(args) => generate::run(args),
