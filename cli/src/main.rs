@@ -3,7 +3,10 @@
 //! `inflight generate` runs a model on the CPU reference backend (the GPU engine is the next
 //! milestone). Generated text goes to stdout as it is produced; logs go to stderr.
 //! `inflight serve` runs the HTTP server (OpenAI + Triton generate APIs).
+//! `inflight bench` writes synthetic datasets and benchmarks static batches or a serving
+//! workload (in process or against a server over HTTP).
 
+mod bench;
 mod generate;
 mod serve;
 
@@ -24,6 +27,9 @@ enum Cmd {
     /// Serve the model over HTTP: OpenAI (/v1/completions, /v1/chat/completions) and
     /// Triton generate (/v2/models/ensemble/generate[_stream]) APIs.
     Serve(serve::ServeArgs),
+    /// Benchmarks: write a synthetic dataset, static batches (latency, tokens/s), or a
+    /// serving workload (TTFT, TPOT, ITL, throughput) in process or against a server.
+    Bench(bench::BenchArgs),
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `warn`); per-step iteration stats (JSON)
@@ -39,6 +45,7 @@ fn main() {
     let result: Result<()> = match cli.cmd {
         Cmd::Generate(args) => generate::run(args),
         Cmd::Serve(args) => serve::run(args),
+        Cmd::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("inflight: error: {e:#}");
