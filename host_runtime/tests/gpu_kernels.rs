@@ -10,7 +10,7 @@
 use half::{bf16, f16};
 use host_runtime::cpu;
 use host_runtime::dtype::{to_f32_vec, DType};
-use host_runtime::kernels::{self, Gelu, Residual, RopeShape, RopeStyle, Rows};
+use host_runtime::kernels::{self, AppendSlots, AttentionWorkspace, BlockTables, DecodeShape, Gelu, KvPools, MultiBlock, PagedKvShape, Residual, RopeShape, RopeStyle, Rows};
 use host_runtime::testing::{assert_bits_eq, assert_close, open_test_gpu, poison, GpuAvailability, Rng};
 use host_runtime::Gpu;
 use proptest::prelude::*;
@@ -246,6 +246,282 @@ fn test_rejects_bad_shapes(gpu: &Gpu, _r: &mut TestRunner) -> Result<(), String>
     Ok(())
 }
 
+/// Fisher-Yates shuffle with the test generator.
+fn shuffle<X>(rng: &mut Rng, v: &mut [X]) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+}
+
+/// A paged KV cache for tests: random shuffled (non-contiguous) block ids per sequence, some
+/// rows with an unused trailing block, spare blocks nobody uses; every slot no sequence
+/// covers (unused slots of used blocks, unused blocks) holds NaN.
+struct PagedCase<T> {
+    shape: PagedKvShape,
+    rows: Vec<Vec<u32>>,
+    lens: Vec<usize>,
+    max_blocks: usize,
+    k: Vec<T>,
+    v: Vec<T>,
+    store: cpu::PagedKvStore,
+}
+
+impl<T: DType> PagedCase<T> {
+    fn new(rng: &mut Rng, lens: &[usize], kv_heads: usize, head_dim: usize, tpb: usize) -> Self {
+        let counts: Vec<usize> = lens.iter().map(|&l| l.div_ceil(tpb) + rng.below(2) as usize).collect();
+        let used: usize = counts.iter().sum();
+        let num_blocks = used + 1 + rng.below(4) as usize;
+        let mut ids: Vec<u32> = (0..num_blocks as u32).collect();
+        shuffle(rng, &mut ids);
+        let mut rows = Vec::new();
+        let mut at = 0;
+        for &c in &counts {
+            rows.push(ids[at..at + c].to_vec());
+            at += c;
+        }
+        let max_blocks = counts.iter().copied().max().unwrap_or(0).max(1) + rng.below(3) as usize;
+        let mut store = cpu::PagedKvStore::new(num_blocks, kv_heads, tpb, head_dim, f32::NAN);
+        for (b, &len) in lens.iter().enumerate() {
+            for pos in 0..len {
+                for h in 0..kv_heads {
+                    let at = store.offset(rows[b][pos / tpb] as usize, h, pos % tpb);
+                    for x in 0..head_dim {
+                        store.k[at + x] = T::round(rng.uniform(-1.0, 1.0));
+                        store.v[at + x] = T::round(rng.uniform(-1.0, 1.0));
+                    }
+                }
+            }
+        }
+        let k = store.k.iter().map(|&x| T::from_f32(x)).collect();
+        let v = store.v.iter().map(|&x| T::from_f32(x)).collect();
+        let shape = PagedKvShape { num_blocks, num_kv_heads: kv_heads, tokens_per_block: tpb, head_dim };
+        PagedCase { shape, rows, lens: lens.to_vec(), max_blocks, k, v, store }
+    }
+
+    /// The block table as the CPU reference reads it (padded like the upload).
+    fn flat_table(&self) -> Vec<u32> {
+        let mut t = vec![u32::MAX; self.rows.len() * self.max_blocks];
+        for (b, r) in self.rows.iter().enumerate() {
+            t[b * self.max_blocks..][..r.len()].copy_from_slice(r);
+        }
+        t
+    }
+}
+
+/// Query heads per KV head: MHA, the usual GQA ratios, MQA-like 32, and odd sizes.
+fn group_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![4 => Just(1usize), 4 => Just(4), 4 => Just(8), 4 => Just(32), 1 => 2usize..65]
+}
+
+fn test_kv_append<T: DType>(gpu: &Gpu, r: &mut TestRunner) -> Result<(), String> {
+    let dims = prop_oneof![Just(64usize), Just(128), (1usize..20).prop_map(|x| 8 * x), 1usize..40];
+    let tpbs = prop_oneof![Just(16usize), Just(32), Just(64), Just(128), 1usize..20];
+    run(r, (1usize..5, 1usize..5, dims, tpbs, 0usize..3, any::<bool>(), any::<u64>()), |(batch, kvh, d, tpb, pad, unchecked, seed)| {
+        let mut rng = Rng::new(seed);
+        // Old tokens fill part of each row; the new ones go anywhere else in the row's blocks.
+        let lens: Vec<usize> = (0..batch).map(|_| rng.below(300) as usize + 1).collect();
+        let case = PagedCase::<T>::new(&mut rng, &lens, kvh, d, tpb);
+        let mut slots: Vec<(u32, u32)> = Vec::new();
+        for (b, row) in case.rows.iter().enumerate() {
+            let mut pos: Vec<u32> = (0..(row.len() * tpb) as u32).collect();
+            shuffle(&mut rng, &mut pos);
+            let n = rng.below(pos.len() as u64 + 1) as usize;
+            slots.extend(pos[..n].iter().map(|&p| (b as u32, p)));
+        }
+        shuffle(&mut rng, &mut slots);
+        // Unchecked (device-side) tables: tokens with a bad sequence or a page past the row
+        // must be skipped by the kernel.
+        if unchecked && !slots.is_empty() {
+            slots.push((batch as u32 + 3, 0));
+            slots.push((0, (case.max_blocks * tpb + 5) as u32));
+        }
+        let stride = kvh * d + pad * 8;
+        let kn_h: Vec<T> = rng.vec(slots.len().max(1) * stride, -4.0, 4.0);
+        let vn_h: Vec<T> = rng.vec(slots.len().max(1) * stride, -4.0, 4.0);
+        let (seq_h, pos_h): (Vec<u32>, Vec<u32>) = slots.iter().copied().unzip();
+        let table = case.flat_table();
+        let mut store = case.store.clone();
+        let no_lens = vec![0u32; batch];
+        let pb = cpu::PagedBatch { table: &table, max_blocks_per_seq: case.max_blocks, seq_lens: &no_lens };
+        store.append(&pb, &seq_h, &pos_h, &to_f32_vec(&kn_h), stride, &to_f32_vec(&vn_h), stride);
+
+        let mut pools = KvPools::upload(gpu, case.shape, &case.k, &case.v).map_err(fail)?;
+        let (tables, slots_d) = if unchecked {
+            let t = BlockTables::from_device(&case.shape, gpu.upload(&table).map_err(fail)?, gpu.upload(&vec![0u32; batch]).map_err(fail)?, batch, case.max_blocks, 0).map_err(fail)?;
+            let n = seq_h.len();
+            let pad1 = |v: &[u32]| if v.is_empty() { vec![0] } else { v.to_vec() };
+            let s = AppendSlots::from_device(gpu.upload(&pad1(&seq_h)).map_err(fail)?, gpu.upload(&pad1(&pos_h)).map_err(fail)?, n).map_err(fail)?;
+            (t, s)
+        } else {
+            let t = BlockTables::upload(gpu, &case.shape, &case.rows, &vec![0; batch], case.max_blocks).map_err(fail)?;
+            let s = AppendSlots::upload(gpu, &t, &seq_h, &pos_h).map_err(fail)?;
+            (t, s)
+        };
+        let (kn, vn) = (gpu.upload(&kn_h).map_err(fail)?, gpu.upload(&vn_h).map_err(fail)?);
+        let rows = |b| Rows { buf: b, offset: 0, stride };
+        kernels::kv_append(gpu, &mut pools, &tables, &slots_d, rows(&kn), rows(&vn)).map_err(fail)?;
+        let want_k: Vec<T> = store.k.iter().map(|&x| T::from_f32(x)).collect();
+        let want_v: Vec<T> = store.v.iter().map(|&x| T::from_f32(x)).collect();
+        assert_bits_eq("k pool", &gpu.download(pools.k()).map_err(fail)?, &want_k).map_err(fail)?;
+        assert_bits_eq("v pool", &gpu.download(pools.v()).map_err(fail)?, &want_v).map_err(fail)
+    })
+}
+
+/// Runs decode attention with multi-block off, automatic and forced, each against the CPU
+/// reference, and checks that split and unsplit results agree.
+fn check_decode<T: DType>(gpu: &Gpu, pools: &KvPools<T>, tables: &BlockTables, q_h: &[T], s: &DecodeShape, want: &[f32], forced_splits: usize) -> TestResult {
+    let batch = tables.batch();
+    let d = pools.shape().head_dim;
+    let n_out = if batch == 0 { 0 } else { (batch - 1) * s.out_seq_stride + s.num_heads * d };
+    let q = gpu.upload(q_h).map_err(fail)?;
+    // Compare the meaningful elements only (out may be strided): gather them.
+    let gather = |o: &[T]| -> Vec<T> { (0..batch).flat_map(|b| o[b * s.out_seq_stride..][..s.num_heads * d].to_vec()).collect() };
+    let tol = 2.0 * T::REL_TOL;
+    let mut ws = AttentionWorkspace::new(gpu, batch, s.num_heads, d, forced_splits.max(64)).map_err(fail)?;
+    let mut results = Vec::new();
+    for mode in 0..3 {
+        let mut out = gpu.upload(&poison::<T>(n_out.max(1))).map_err(fail)?;
+        let multi = match mode {
+            0 => MultiBlock::Off,
+            1 => MultiBlock::Auto(&mut ws),
+            _ => MultiBlock::Splits(forced_splits, &mut ws),
+        };
+        let splits = kernels::decode_attention(gpu, pools, tables, &q, &mut out, s, multi).map_err(fail)?;
+        let got = gather(&gpu.download(&out).map_err(fail)?[..n_out.max(1)]);
+        let what = format!("decode attention (mode {mode}, {splits} splits)");
+        assert_close(&what, &got, want, tol).map_err(fail)?;
+        results.push(got);
+    }
+    let base: Vec<f32> = to_f32_vec(&results[0]);
+    for (mode, other) in results.iter().enumerate().skip(1) {
+        assert_close(&format!("multi-block mode {mode} vs off"), other, &base, tol).map_err(fail)?;
+    }
+    Ok(())
+}
+
+fn test_decode_attention<T: DType>(gpu: &Gpu, r: &mut TestRunner) -> Result<(), String> {
+    let shape = (prop_oneof![Just(64usize), Just(128)], prop_oneof![Just(16usize), Just(32), Just(64), Just(128)], group_strategy(), 1usize..4, 1usize..5, any::<u64>());
+    run(r, shape, |(d, tpb, group, kvh, batch, seed)| {
+        let mut rng = Rng::new(seed);
+        let kvh = if group > 16 { kvh.min(2) } else { kvh };
+        let mut lens: Vec<usize> = Vec::new();
+        for _ in 0..batch {
+            let l = match rng.below(5) {
+                0 => 1,
+                1 => 17,
+                2 => 97,
+                3 => 1000 + rng.below(100) as usize,
+                _ => rng.below(600) as usize,
+            };
+            lens.push(l);
+        }
+        let case = PagedCase::<T>::new(&mut rng, &lens, kvh, d, tpb);
+        let heads = kvh * group;
+        let mut s = DecodeShape::new(heads, d);
+        // Sometimes strided queries/outputs (a fused QKV row, a padded output).
+        if rng.below(3) == 0 {
+            s.q_seq_stride += 8 * (1 + rng.below(4) as usize);
+            s.out_seq_stride += 8 * rng.below(3) as usize;
+        }
+        // Sharp and flat softmaxes.
+        let q_range = [0.5f32, 2.0, 6.0][rng.below(3) as usize];
+        let q_h: Vec<T> = rng.vec((batch - 1) * s.q_seq_stride + heads * d, -q_range, q_range);
+        let table = case.flat_table();
+        let lens32: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
+        let pb = cpu::PagedBatch { table: &table, max_blocks_per_seq: case.max_blocks, seq_lens: &lens32 };
+        let want = case.store.decode_attention(&pb, &to_f32_vec(&q_h), heads, s.scale, s.q_seq_stride);
+        let pools = KvPools::upload(gpu, case.shape, &case.k, &case.v).map_err(fail)?;
+        let tables = BlockTables::upload(gpu, &case.shape, &case.rows, &case.lens, case.max_blocks).map_err(fail)?;
+        let forced = 2 + rng.below(40) as usize;
+        check_decode(gpu, &pools, &tables, &q_h, &s, &want, forced)
+    })
+}
+
+/// Device-side tables are not checked: invalid block ids must be skipped (never read) and
+/// lengths past a row clamped, exactly as the CPU reference does.
+fn test_decode_attention_invalid_ids<T: DType>(gpu: &Gpu, r: &mut TestRunner) -> Result<(), String> {
+    let shape = (prop_oneof![Just(64usize), Just(128)], prop_oneof![Just(16usize), Just(32), Just(64), Just(128)], group_strategy(), 1usize..4, any::<u64>());
+    run(r, shape, |(d, tpb, group, batch, seed)| {
+        let mut rng = Rng::new(seed);
+        let lens: Vec<usize> = (0..batch).map(|_| 1 + rng.below(700) as usize).collect();
+        let case = PagedCase::<T>::new(&mut rng, &lens, 1, d, tpb);
+        let mut table = case.flat_table();
+        let nb = case.shape.num_blocks as u32;
+        // Corrupt some used entries: past the pool, and u32::MAX.
+        for b in 0..batch {
+            for i in 0..case.rows[b].len() {
+                if rng.below(4) == 0 {
+                    table[b * case.max_blocks + i] = if rng.below(2) == 0 { nb + rng.below(1000) as u32 } else { u32::MAX };
+                }
+            }
+        }
+        // Some lengths past the whole row (clamped to max_blocks × tpb).
+        let lens32: Vec<u32> = lens.iter().map(|&l| if rng.below(3) == 0 { (case.max_blocks * tpb + 50) as u32 } else { l as u32 }).collect();
+        // Slots the clamp uncovers hold NaN in the pools only where blocks are shared with
+        // nobody; make every block of the table fully valid data instead.
+        let mut store = case.store.clone();
+        for x in store.k.iter_mut().chain(store.v.iter_mut()) {
+            if x.is_nan() {
+                *x = T::round(rng.uniform(-1.0, 1.0));
+            }
+        }
+        let k_h: Vec<T> = store.k.iter().map(|&x| T::from_f32(x)).collect();
+        let v_h: Vec<T> = store.v.iter().map(|&x| T::from_f32(x)).collect();
+        let heads = group;
+        let s = DecodeShape::new(heads, d);
+        let q_h: Vec<T> = rng.vec(batch * heads * d, -2.0, 2.0);
+        let pb = cpu::PagedBatch { table: &table, max_blocks_per_seq: case.max_blocks, seq_lens: &lens32 };
+        let want = store.decode_attention(&pb, &to_f32_vec(&q_h), heads, s.scale, s.q_seq_stride);
+        let pools = KvPools::upload(gpu, case.shape, &k_h, &v_h).map_err(fail)?;
+        let tables = BlockTables::from_device(&case.shape, gpu.upload(&table).map_err(fail)?, gpu.upload(&lens32).map_err(fail)?, batch, case.max_blocks, case.max_blocks * tpb).map_err(fail)?;
+        check_decode(gpu, &pools, &tables, &q_h, &s, &want, 2 + rng.below(8) as usize)
+    })
+}
+
+/// Unsupported specialisations and inconsistent arguments are refused before launch.
+fn test_decode_attention_rejects(gpu: &Gpu, _r: &mut TestRunner) -> Result<(), String> {
+    let e = |r: Result<usize, host_runtime::DeviceError>| r.err().map(|e| e.to_string()).unwrap_or_else(|| "accepted".into());
+    let expect = |err: String, needle: &str| if err.contains(needle) { Ok(()) } else { Err(format!("expected an error containing {needle:?}, got: {err}")) };
+    let setup = |d: usize, tpb: usize, kvh: usize| -> Result<(KvPools<bf16>, BlockTables), String> {
+        let shape = PagedKvShape { num_blocks: 4, num_kv_heads: kvh, tokens_per_block: tpb, head_dim: d };
+        let pools = KvPools::<bf16>::alloc(gpu, shape).map_err(|e| e.to_string())?;
+        let tables = BlockTables::upload(gpu, &shape, &[vec![1u32, 3]], &[tpb + 1], 2).map_err(|e| e.to_string())?;
+        Ok((pools, tables))
+    };
+    let q = gpu.upload(&vec![bf16::from_f32(0.5); 8 * 128]).map_err(|e| e.to_string())?;
+    let mut out = gpu.upload(&vec![bf16::ZERO; 8 * 128]).map_err(|e| e.to_string())?;
+    let (p, t) = setup(96, 16, 1)?;
+    expect(e(kernels::decode_attention(gpu, &p, &t, &q, &mut out, &DecodeShape::new(1, 96), MultiBlock::Off)), "head_dim 96")?;
+    let (p, t) = setup(128, 8, 1)?;
+    expect(e(kernels::decode_attention(gpu, &p, &t, &q, &mut out, &DecodeShape::new(1, 128), MultiBlock::Off)), "tokens_per_block 8")?;
+    let (p, t) = setup(64, 16, 3)?;
+    expect(e(kernels::decode_attention(gpu, &p, &t, &q, &mut out, &DecodeShape::new(4, 64), MultiBlock::Off)), "multiple of num_kv_heads")?;
+    let (p, t) = setup(64, 16, 1)?;
+    expect(e(kernels::decode_attention(gpu, &p, &t, &q, &mut out, &DecodeShape::new(128, 64), MultiBlock::Off)), "exceed")?;
+    expect(e(kernels::decode_attention(gpu, &p, &t, &q, &mut out, &DecodeShape::new(32, 64), MultiBlock::Off)), "q holds")?;
+    let mut ws = AttentionWorkspace::new(gpu, 1, 1, 64, 2).map_err(|e| e.to_string())?;
+    expect(e(kernels::decode_attention(gpu, &p, &t, &q, &mut out, &DecodeShape::new(1, 64), MultiBlock::Splits(0, &mut ws))), "splits")?;
+    expect(e(kernels::decode_attention(gpu, &p, &t, &q, &mut out, &DecodeShape::new(1, 64), MultiBlock::Splits(5, &mut ws))), "workspace")?;
+    let (_, t128) = setup(128, 32, 1)?;
+    expect(e(kernels::decode_attention(gpu, &p, &t128, &q, &mut out, &DecodeShape::new(1, 64), MultiBlock::Off)), "block tables were made")?;
+    // f32 has no decode kernel.
+    let shape = PagedKvShape { num_blocks: 2, num_kv_heads: 1, tokens_per_block: 16, head_dim: 64 };
+    let pf = KvPools::<f32>::alloc(gpu, shape).map_err(|e| e.to_string())?;
+    let tf = BlockTables::upload(gpu, &shape, &[vec![0u32]], &[3], 1).map_err(|e| e.to_string())?;
+    let qf = gpu.upload(&[0f32; 64]).map_err(|e| e.to_string())?;
+    let mut of = gpu.upload(&[0f32; 64]).map_err(|e| e.to_string())?;
+    expect(e(kernels::decode_attention(gpu, &pf, &tf, &qf, &mut of, &DecodeShape::new(1, 64), MultiBlock::Off)), "f32")?;
+    // Host-side table checks.
+    let bad = BlockTables::upload(gpu, &shape, &[vec![0u32, 7]], &[20], 2).err().map(|e| e.to_string()).unwrap_or_default();
+    expect(bad, "block id 7")?;
+    let long = BlockTables::upload(gpu, &shape, &[vec![0u32]], &[17], 2).err().map(|e| e.to_string()).unwrap_or_default();
+    expect(long, "length 17")?;
+    let dup = AppendSlots::upload(gpu, &tf, &[0, 0], &[3, 3]).err().map(|e| e.to_string()).unwrap_or_default();
+    expect(dup, "written twice")?;
+    let past = AppendSlots::upload(gpu, &tf, &[0], &[16]).err().map(|e| e.to_string()).unwrap_or_default();
+    expect(past, "position 16")
+}
+
 macro_rules! dtype_tests {
     ($name:literal, $f:ident) => {
         [
@@ -278,6 +554,15 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
     t.extend(dtype_tests!("silu_mul", test_silu_mul));
     t.extend(dtype_tests!("gelu", test_gelu));
     t.extend(dtype_tests!("softmax", test_softmax));
+    t.extend([
+        ("kv_append_f16", test_kv_append::<f16> as TestFn),
+        ("kv_append_bf16", test_kv_append::<bf16> as TestFn),
+        ("decode_attention_f16", test_decode_attention::<f16> as TestFn),
+        ("decode_attention_bf16", test_decode_attention::<bf16> as TestFn),
+        ("decode_attention_invalid_ids_f16", test_decode_attention_invalid_ids::<f16> as TestFn),
+        ("decode_attention_invalid_ids_bf16", test_decode_attention_invalid_ids::<bf16> as TestFn),
+        ("decode_attention_rejects_bad_shapes", test_decode_attention_rejects as TestFn),
+    ]);
     t
 }
 

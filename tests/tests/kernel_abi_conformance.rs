@@ -17,6 +17,9 @@ fn expected_size(entry: &str) -> usize {
         "silu_mul" => size_of::<GatedActParams>(),
         "gelu_tanh" | "gelu_erf" => size_of::<UnaryParams>(),
         "softmax" => size_of::<SoftmaxParams>(),
+        "kv_append" => size_of::<KvAppendParams>(),
+        "decode_attention_d64" | "decode_attention_d128" => size_of::<DecodeAttentionParams>(),
+        "decode_attention_merge" => size_of::<AttentionMergeParams>(),
         other => panic!("entry point {entry}: family {other} has no expected parameter struct in this test; add it"),
     }
 }
@@ -32,6 +35,9 @@ fn parameter_structs_have_no_implicit_padding() {
     assert_eq!(size_of::<GatedActParams>(), 3 * 8 + 6 * 4);
     assert_eq!(size_of::<UnaryParams>(), 24);
     assert_eq!(size_of::<SoftmaxParams>(), 2 * 8 + 6 * 4);
+    assert_eq!(size_of::<KvAppendParams>(), 7 * 8 + 10 * 4);
+    assert_eq!(size_of::<DecodeAttentionParams>(), 8 * 8 + 10 * 4);
+    assert_eq!(size_of::<AttentionMergeParams>(), 3 * 8 + 6 * 4);
 }
 
 #[test]

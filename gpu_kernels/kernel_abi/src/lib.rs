@@ -15,6 +15,7 @@
 #![no_std]
 
 pub mod manifest;
+pub mod paged;
 pub mod params;
 
 pub use params::*;

@@ -37,6 +37,14 @@ pub const ENTRY_POINTS: &[&str] = &[
     "softmax_f32",
     "softmax_f16",
     "softmax_bf16",
+    "kv_append_f16",
+    "kv_append_bf16",
+    "decode_attention_d64_f16",
+    "decode_attention_d128_f16",
+    "decode_attention_d64_bf16",
+    "decode_attention_d128_bf16",
+    "decode_attention_merge_f16",
+    "decode_attention_merge_bf16",
 ];
 
 /// True when `name` is listed in [`ENTRY_POINTS`].

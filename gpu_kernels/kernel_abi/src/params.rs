@@ -130,3 +130,92 @@ pub struct SoftmaxParams {
     pub scale: f32,
     pub _pad: u32,
 }
+
+/// `kv_append_<t>` (t = f16, bf16): writes new K and V rows into their pages of one layer's
+/// paged pools (layout: [`crate::paged`]).
+///
+/// Token `t` (`t < num_tokens`) belongs to sequence `seq_idx[t]` at position `positions[t]`
+/// (both `u32`); its rows `k[t * k_token_stride + h * head_dim ..][..head_dim]` (and the same
+/// for `v`) for each KV head `h` go to slot `positions[t] % tokens_per_block` of block
+/// `block_tables[seq_idx[t] * max_blocks_per_seq + positions[t] / tokens_per_block]`.
+/// A token whose sequence is `>= batch`, whose page index is `>= max_blocks_per_seq` or whose
+/// block id is `>= num_blocks` is not written (see [`crate::paged`], "Invalid input").
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KvAppendParams {
+    pub k: DevPtr,
+    pub v: DevPtr,
+    pub seq_idx: DevPtr,
+    pub positions: DevPtr,
+    pub block_tables: DevPtr,
+    pub k_pool: DevPtr,
+    pub v_pool: DevPtr,
+    pub num_tokens: u32,
+    pub num_kv_heads: u32,
+    pub head_dim: u32,
+    pub tokens_per_block: u32,
+    pub max_blocks_per_seq: u32,
+    pub num_blocks: u32,
+    pub batch: u32,
+    pub k_token_stride: u32,
+    pub v_token_stride: u32,
+    pub _pad: u32,
+}
+
+/// `decode_attention_d<head_dim>_<t>`: one query token per sequence attends to its paged K/V
+/// (layout and specialisations: [`crate::paged`]).
+///
+/// Grid `(batch, num_kv_heads, num_splits)`, [`crate::paged::DECODE_THREADS`] threads. The CTA
+/// for `(b, kv_head, split)` computes all `num_heads / num_kv_heads` query heads of the KV
+/// group over the split's token range ([`crate::paged::split_range`]) of sequence `b`, whose
+/// length is `min(seq_lens[b], max_blocks_per_seq * tokens_per_block)`.
+///
+/// - `q`: query head `h` of sequence `b` at `q[b * q_seq_stride + h * head_dim ..]`;
+/// - `out`: the same layout with `out_seq_stride`, written when `num_splits == 1`;
+/// - `partial_acc`, `partial_stats` (f32, used when `num_splits > 1`): for
+///   `i = (b * num_heads + h) * num_splits + split`, the unnormalised output
+///   `partial_acc[i * head_dim ..][..head_dim]` and `partial_stats[2i] = max`,
+///   `partial_stats[2i + 1] = sum`, the running maximum and sum of the split's softmax in
+///   base 2 (scores scaled by `scale_log2 = scale × log2(e)`); an empty split writes
+///   `(-inf, 0)` and no accumulator. `decode_attention_merge_<t>` combines them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecodeAttentionParams {
+    pub q: DevPtr,
+    pub out: DevPtr,
+    pub k_pool: DevPtr,
+    pub v_pool: DevPtr,
+    pub block_tables: DevPtr,
+    pub seq_lens: DevPtr,
+    pub partial_acc: DevPtr,
+    pub partial_stats: DevPtr,
+    pub batch: u32,
+    pub num_heads: u32,
+    pub num_kv_heads: u32,
+    pub tokens_per_block: u32,
+    pub max_blocks_per_seq: u32,
+    pub num_blocks: u32,
+    pub num_splits: u32,
+    pub q_seq_stride: u32,
+    pub out_seq_stride: u32,
+    pub scale_log2: f32,
+}
+
+/// `decode_attention_merge_<t>`: combines the `num_splits` partial results of
+/// [`DecodeAttentionParams`] per `(b, h)` into `out[b * out_seq_stride + h * head_dim ..]`:
+/// with `M = max_s max_s`, `w_s = 2^(max_s - M)` (0 for an empty split),
+/// `out = Σ w_s acc_s / Σ w_s sum_s` (0 when every split is empty). One warp per `(b, h)`,
+/// [`crate::paged::MERGE_THREADS`] threads per block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttentionMergeParams {
+    pub partial_acc: DevPtr,
+    pub partial_stats: DevPtr,
+    pub out: DevPtr,
+    pub batch: u32,
+    pub num_heads: u32,
+    pub head_dim: u32,
+    pub num_splits: u32,
+    pub out_seq_stride: u32,
+    pub _pad: u32,
+}

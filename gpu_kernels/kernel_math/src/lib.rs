@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod reduce;
 pub mod act;
+pub mod attention;
 pub mod rope;
 
 /// The transcendental functions a formula needs, supplied by the caller's platform.

@@ -32,6 +32,20 @@ pub fn block_idx() -> u32 {
     unsafe { nvptx::_block_idx_x() as u32 }
 }
 
+/// `blockIdx.y`.
+#[inline(always)]
+pub fn block_idx_y() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_idx_y() as u32 }
+}
+
+/// `blockIdx.z`.
+#[inline(always)]
+pub fn block_idx_z() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_idx_z() as u32 }
+}
+
 #[inline(always)]
 pub fn block_dim() -> u32 {
     // SAFETY: reads a special register.
@@ -54,6 +68,8 @@ pub fn sync_threads() {
 unsafe extern "C" {
     #[link_name = "llvm.nvvm.shfl.sync.bfly.f32"]
     fn shfl_sync_bfly_f32(mask: u32, value: f32, lane_mask: u32, clamp: u32) -> f32;
+    #[link_name = "llvm.nvvm.shfl.sync.idx.i32"]
+    fn shfl_sync_idx_i32(mask: u32, value: u32, src_lane: u32, clamp: u32) -> u32;
 
     fn __nv_expf(x: f32) -> f32;
     fn __nv_tanhf(x: f32) -> f32;
@@ -68,6 +84,13 @@ unsafe extern "C" {
 pub fn shfl_xor(value: f32, lane_mask: u32) -> f32 {
     // SAFETY: full-warp mask; every kernel calls this from converged code.
     unsafe { shfl_sync_bfly_f32(0xffff_ffff, value, lane_mask, 0x1f) }
+}
+
+/// The value of `value` in lane `src_lane` (whole warp must participate).
+#[inline(always)]
+pub fn shfl_idx_u32(value: u32, src_lane: u32) -> u32 {
+    // SAFETY: full-warp mask; callers call this from converged code.
+    unsafe { shfl_sync_idx_i32(0xffff_ffff, value, src_lane, 0x1f) }
 }
 
 /// libdevice-backed transcendentals for `kernel_math`'s formulas.
@@ -139,6 +162,18 @@ pub unsafe fn ld_v4(p: *const u8, nc: bool) -> V4 {
     let (a, b, c, d): (u32, u32, u32, u32);
     ld_asm!(p, nc, "ld.global.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];", "ld.global.nc.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];", a, b, c, d);
     V4([a, b, c, d])
+}
+
+/// 4-byte load from global memory through the read-only path (data no thread of this
+/// launch writes).
+///
+/// # Safety
+/// `p` is a 4-byte-aligned global address with 4 readable bytes.
+#[inline(always)]
+pub unsafe fn ld_u32_nc(p: *const u32) -> u32 {
+    let a: u32;
+    ld_asm!(p, true, "ld.global.u32 {0}, [{1}];", "ld.global.nc.u32 {0}, [{1}];", a);
+    a
 }
 
 /// 16-byte store to global memory.

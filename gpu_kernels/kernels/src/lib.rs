@@ -27,6 +27,8 @@ mod norm;
 mod rope;
 #[cfg(target_arch = "nvptx64")]
 mod softmax;
+#[cfg(target_arch = "nvptx64")]
+mod attention;
 
 #[cfg(target_arch = "nvptx64")]
 #[panic_handler]

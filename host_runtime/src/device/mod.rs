@@ -96,6 +96,13 @@ impl Gpu {
         &self.module
     }
 
+    /// Blocks of `threads` threads of entry point `name` that fit on one multiprocessor at
+    /// once (the driver's occupancy calculator, cached per kernel and block size).
+    pub fn resident_blocks_per_sm(&self, name: &str, threads: u32) -> Result<u32, DeviceError> {
+        self.ctx.bind_to_thread().map_err(|e| DeviceError::driver("cuCtxSetCurrent", e))?;
+        self.module.resident_blocks_per_sm(name, threads)
+    }
+
     /// Waits for all queued work; reports an earlier asynchronous failure (e.g. a kernel trap).
     pub fn synchronize(&self) -> Result<(), DeviceError> {
         self.stream.synchronize().map_err(|e| DeviceError::driver("cuStreamSynchronize", e))

@@ -5,7 +5,7 @@ use super::DeviceError;
 use cudarc::driver::{CudaContext, CudaFunction};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 include!(concat!(env!("OUT_DIR"), "/embedded_ptx.rs"));
 
@@ -25,6 +25,9 @@ fn select_ptx(cc: u32, forced: Option<u32>) -> Option<(u32, &'static str)> {
 pub struct KernelModule {
     arch: u32,
     functions: HashMap<&'static str, CudaFunction>,
+    /// Resident blocks per multiprocessor by (entry point, threads per block), as the
+    /// driver's occupancy calculator reports them (cached: launch wrappers ask every launch).
+    occupancy: Mutex<HashMap<(&'static str, u32), u32>>,
 }
 
 impl KernelModule {
@@ -43,12 +46,25 @@ impl KernelModule {
             let f = module.load_function(name).map_err(|_| DeviceError::MissingKernel { arch, name: name.to_owned() })?;
             functions.insert(name, f);
         }
-        Ok(KernelModule { arch, functions })
+        Ok(KernelModule { arch, functions, occupancy: Mutex::new(HashMap::new()) })
     }
 
     /// The architecture of the loaded PTX.
     pub fn arch(&self) -> u32 {
         self.arch
+    }
+
+    /// How many blocks of `threads` threads (no dynamic shared memory) of entry point `name`
+    /// fit on one multiprocessor at once (registers, shared memory, warps).
+    pub fn resident_blocks_per_sm(&self, name: &str, threads: u32) -> Result<u32, DeviceError> {
+        let (&key, f) = self.functions.get_key_value(name).ok_or_else(|| DeviceError::MissingKernel { arch: self.arch, name: name.to_owned() })?;
+        let mut cache = self.occupancy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&n) = cache.get(&(key, threads)) {
+            return Ok(n);
+        }
+        let n = f.occupancy_max_active_blocks_per_multiprocessor(threads, 0, None).map_err(|e| DeviceError::driver("cuOccupancyMaxActiveBlocksPerMultiprocessor", e))?;
+        cache.insert((key, threads), n);
+        Ok(n)
     }
 
     /// The entry point `name` (every manifest name was resolved at load).

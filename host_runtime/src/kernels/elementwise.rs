@@ -83,7 +83,7 @@ impl<'a, T: DType> Rows<'a, T> {
         (Rows { buf, offset: 0, stride: 2 * cols }, Rows { buf, offset: cols, stride: 2 * cols })
     }
 
-    fn check(&self, kernel: &'static str, what: &str, rows: usize, cols: usize) -> Result<(), DeviceError> {
+    pub(crate) fn check(&self, kernel: &'static str, what: &str, rows: usize, cols: usize) -> Result<(), DeviceError> {
         if rows > 0 && self.stride < cols {
             return Err(DeviceError::invalid(kernel, format!("{what} row stride {} is below cols {cols}", self.stride)));
         }

@@ -4,12 +4,14 @@
 //! parameter types), builds the `kernel_abi` parameter struct, picks the launch geometry and
 //! launches on the [`Gpu`]'s stream. Errors name the kernel and the offending argument.
 
+mod attention;
 mod elementwise;
 mod embedding;
 mod norm;
 mod rope;
 mod softmax;
 
+pub use attention::{choose_splits, decode_attention, kv_append, AppendSlots, AttentionWorkspace, BlockTables, DecodeShape, KvPools, MultiBlock, PagedKvShape};
 pub use elementwise::{cast, copy_bytes, gelu, gelu_in_place, silu_mul, Gelu, Rows};
 pub use embedding::embedding;
 pub use norm::{layer_norm, rms_norm, Residual};
@@ -30,6 +32,9 @@ impl KernelParams for RopeParams {}
 impl KernelParams for GatedActParams {}
 impl KernelParams for UnaryParams {}
 impl KernelParams for SoftmaxParams {}
+impl KernelParams for KvAppendParams {}
+impl KernelParams for DecodeAttentionParams {}
+impl KernelParams for AttentionMergeParams {}
 
 /// The parameter struct as the launch's single by-value argument.
 #[repr(transparent)]
@@ -43,9 +48,14 @@ pub(crate) const ELEMENTWISE_THREADS: u32 = 256;
 
 /// Launches `name` with a 1-D grid.
 pub(crate) fn launch<P: KernelParams>(gpu: &Gpu, name: &str, grid: u32, block: u32, params: P) -> Result<(), DeviceError> {
+    launch_grid(gpu, name, (grid.max(1), 1, 1), block, params)
+}
+
+/// Launches `name` with a 3-D grid (each dimension at least 1).
+pub(crate) fn launch_grid<P: KernelParams>(gpu: &Gpu, name: &str, grid: (u32, u32, u32), block: u32, params: P) -> Result<(), DeviceError> {
     let f = gpu.module().function(name)?;
     let p = Param(params);
-    let cfg = LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (grid.0.max(1), grid.1.max(1), grid.2.max(1)), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
     let mut b = gpu.stream().launch_builder(f);
     b.arg(&p);
     // SAFETY: `p` matches the kernel's single parameter (see `Param`), and the caller checked
