@@ -5,7 +5,9 @@
 
 mod matmul;
 mod ops;
+mod paged;
 pub mod qdot;
 
 pub use matmul::{dot, matmul_nt, matmul_nt_rows, WeightRows};
 pub use ops::*;
+pub use paged::{PagedBatch, PagedKvStore};
