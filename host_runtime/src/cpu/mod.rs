@@ -8,6 +8,6 @@ mod ops;
 mod paged;
 pub mod qdot;
 
-pub use matmul::{dot, matmul_nt, matmul_nt_rows, WeightRows};
+pub use matmul::{dot, matmul_dot, matmul_nt, matmul_nt_rows, WeightRows};
 pub use ops::*;
 pub use paged::{PagedBatch, PagedKvStore};

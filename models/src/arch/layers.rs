@@ -57,6 +57,14 @@ impl cpu::WeightRows for GgmlRows<'_> {
             _ => cpu::qdot::dot_q4_1(x, block_sums, self.row_bytes(j)),
         }
     }
+
+    /// Every activation row against row `j`, decoded once (see `cpu::qdot`).
+    fn fused_dots(&self, j: usize, x: &[f32], block_sums: &[f32], out: &mut [f32]) {
+        match self.ty {
+            quant::GgmlType::Q8_0 => cpu::qdot::dot_q8_0_rows(x, self.row_bytes(j), out),
+            _ => cpu::qdot::dot_q4_1_rows(x, block_sums, self.row_bytes(j), out),
+        }
+    }
 }
 
 /// `y = x · Wᵀ + b` with `W` of shape `[out, inp]`.
