@@ -244,7 +244,7 @@ fn matmul(x: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize, rows: &
         return y;
     }
     let cols = cols_per_task(k, n, m == 1 && borrowed);
-    for_tasks(n.div_ceil(cols), m * n * k < 4 * INLINE_WORK, |task| {
+    for_tasks(n.div_ceil(cols), (m + 4) * n * k < 4 * INLINE_WORK, |task| {
         let out = &out;
         let (j0, j1) = (task * cols, ((task + 1) * cols).min(n));
         let mut scratch = PANEL.take();
@@ -258,10 +258,11 @@ fn matmul(x: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize, rows: &
     y
 }
 
-/// Below about this many fused multiply-adds of the quantised kernels (four times as many
-/// of the f32 tiles, which run about four times faster), a matmul runs on the calling
-/// thread: a rayon call from outside the pool is a round trip to a worker and back (tens of
-/// microseconds on a busy machine), more than the work (decode's K/V projections).
+/// Below about this much work, a matmul runs on the calling thread: a rayon call from
+/// outside the pool is a round trip to a worker and back (tens of microseconds on a busy
+/// machine), more than the work (decode's K/V projections). Counted in multiply-adds of
+/// the fused quantised kernels; an f32 tile's multiply-add is about a quarter of one, and
+/// reading (or decoding) a weight about one.
 const INLINE_WORK: usize = 1 << 18;
 
 /// `f(task)` for every task: in parallel, or in order on this thread when `inline`.
