@@ -285,7 +285,10 @@ fn beams_are_never_preempted_and_match_their_run_alone() {
     };
     // 11 usable blocks: the group reserves 8; three greedy requests of up to 4 blocks each
     // must preempt each other, never the group.
-    let e = executor(&model, config(CapacityPolicy::MaxUtilization, 12, 16), Duration::ZERO);
+    // Each step takes 2 ms, so every submission below lands while the first steps run and
+    // the four requests compete for blocks (with instant steps the first could finish
+    // before the others arrive, and nothing would be preempted).
+    let e = executor(&model, config(CapacityPolicy::MaxUtilization, 12, 16), Duration::from_millis(2));
     let others: Vec<Vec<u32>> = (0..3).map(|i| vec![i, 1, 2, 3, 4, 0, i]).collect();
     let want: Vec<Vec<u32>> = others.iter().map(|p| run(&e, p, &greedy(20)).token_ids).collect();
     let mut handles: Vec<Handle> = others.iter().map(|p| e.submit(Request { prompt: p.clone(), sampling: greedy(20) }).unwrap()).collect();
