@@ -340,11 +340,13 @@ unsafe fn decode_attention<E: KvElem, const D: usize, const KS: usize, const SS:
         let mut lsum = 0f32;
         for t in 0..twarps {
             let w = t * mtiles + rmt;
+            // SAFETY: see the block comment above (indices inside the host-checked workspace / shared tiles).
             let [mw, lw] = unsafe { (*stats)[w * 16 + rr] };
             let wt = frag::partial_weight(mw, mx, exp2_approx);
             if wt != 0.0 {
                 lsum += wt * lw;
                 let row = (w * 16 + rr) * rs;
+                // SAFETY: see the block comment above (indices inside the host-checked workspace / shared tiles).
                 let (lo, hi) = unsafe { (*tiles.add(row + swizzle(2 * c8)), *tiles.add(row + swizzle(2 * c8 + 1))) };
                 unroll!(4, |k| {
                     acc[k] += wt * lo.0[k];
@@ -400,6 +402,7 @@ unsafe fn merge<E: KvElem, const W: usize>(p: &AttentionMergeParams) {
     let mut mx = NEG_INF;
     let mut s = lane;
     while s < splits {
+        // SAFETY: see the block comment above (indices inside the host-checked workspace / shared tiles).
         mx = mx.max(unsafe { F32::load(stats, 2 * s) });
         s += 32;
     }
@@ -411,8 +414,10 @@ unsafe fn merge<E: KvElem, const W: usize>(p: &AttentionMergeParams) {
     let mut lsum = 0f32;
     let mut s = lane;
     while s < splits {
+        // SAFETY: see the block comment above (indices inside the host-checked workspace / shared tiles).
         let wt = frag::partial_weight(unsafe { F32::load(stats, 2 * s) }, mx, exp2_approx);
         if wt != 0.0 {
+            // SAFETY: see the block comment above (indices inside the host-checked workspace / shared tiles).
             lsum += wt * unsafe { F32::load(stats, 2 * s + 1) };
         }
         s += 32;
@@ -429,7 +434,9 @@ unsafe fn merge<E: KvElem, const W: usize>(p: &AttentionMergeParams) {
         let mut v8 = [[0f32; W]; 8];
         unroll!(8, |k| {
             if s0 + k < splits {
+                // SAFETY: see the block comment above (indices inside the host-checked workspace / shared tiles).
                 m8[k] = unsafe { F32::load(stats, 2 * (s0 + k)) };
+                // SAFETY: see the block comment above (indices inside the host-checked workspace / shared tiles).
                 v8[k] = unsafe { load_w::<F32, W>(accs.add((s0 + k) * d * 4), lane, true) };
             }
         });
