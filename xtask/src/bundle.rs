@@ -43,10 +43,11 @@ echo "== done: rc=$rc"
 exit $rc
 "#;
 
-pub fn run(arches: &[String]) -> Result<()> {
+pub fn run(arches: &[String], out: &str) -> Result<()> {
     build_kernels::run(&build_kernels::Options { arches: arches.to_vec(), deny_spills: false })?;
     let root = workspace_root();
-    let bundle = root.join("gpu-bundle");
+    let bundle = root.join(out);
+    ensure!(out.starts_with("gpu-bundle") && !out.contains('/'), "the bundle folder must be gpu-bundle or gpu-bundle-<name> (git ignores those), not {out}");
     let _ = std::fs::remove_dir_all(&bundle);
     std::fs::create_dir_all(bundle.join("bin"))?;
 
@@ -71,7 +72,7 @@ pub fn run(arches: &[String]) -> Result<()> {
     std::fs::write(&run_sh, RUN_SH)?;
     set_mode(&run_sh)?;
     let size = dir_size(&bundle)?;
-    eprintln!("xtask: gpu-bundle/ ready ({:.1} MiB); on the GPU machine run: bash gpu-bundle/run.sh", size as f64 / (1 << 20) as f64);
+    eprintln!("xtask: {out}/ ready ({:.1} MiB); on the GPU machine run: bash {out}/run.sh", size as f64 / (1 << 20) as f64);
     ensure!(size < 48 << 20, "the bundle is {size} bytes: too close to the 64 MiB a device call carries");
     Ok(())
 }

@@ -37,6 +37,9 @@ enum Cmd {
         /// Architectures whose PTX goes into the binaries.
         #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90")]
         arch: Vec<String>,
+        /// Output folder at the workspace root: gpu-bundle or gpu-bundle-<name>.
+        #[arg(long, default_value = "gpu-bundle")]
+        out: String,
     },
     /// Install the pinned nightly and ptxas/libdevice if missing, then print where they are.
     Toolchain,
@@ -49,7 +52,7 @@ fn main() -> Result<()> {
     }
     match Cli::parse().cmd {
         Cmd::BuildKernels { arch, deny_spills } => build_kernels::run(&build_kernels::Options { arches: arch, deny_spills }),
-        Cmd::GpuBundle { arch } => bundle::run(&arch),
+        Cmd::GpuBundle { arch, out } => bundle::run(&arch, &out),
         Cmd::Toolchain => {
             let tc = toolchain::ensure()?;
             println!("nightly     {}\nllvm tools  {}\nptxas       {}\nlibdevice   {}", toolchain::NIGHTLY, tc.llvm_tools.display(), tc.ptxas.display(), tc.libdevice.display());
