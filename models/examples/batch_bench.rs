@@ -3,7 +3,7 @@
 //! same requests one after another; prints total output throughput and the ratio.
 //!
 //! `cargo run --release -p models --example batch_bench -- [model] [N] [P] [G]`
-//! (defaults: smollm2 64 128 64)
+//! (defaults: smollm2 64 128 64); a fifth argument `inflight` skips the one-at-a-time run.
 
 use host_runtime::sampling::SamplingParams;
 use models::{Llm, LlmConfig};
@@ -27,6 +27,9 @@ fn main() -> Result<(), models::LlmError> {
     let m = llm.executor().metrics();
     println!("in-flight: {n} requests x ({p} prompt + {g} new): {batched_tokens} tokens in {batched:.2} s = {:.1} output tok/s ({} steps)", batched_tokens as f64 / batched, m.steps);
 
+    if args.get(4).is_some_and(|a| a == "inflight") {
+        return Ok(());
+    }
     let t1 = Instant::now();
     let mut single_tokens = 0;
     for p in &prompts {

@@ -24,6 +24,7 @@ pub struct CpuBackend {
 impl CpuBackend {
     /// Allocates `num_blocks` KV blocks of `tokens_per_block` and `host_blocks` host slots.
     pub fn new(model: Arc<Model>, num_blocks: usize, tokens_per_block: usize, host_blocks: usize) -> Self {
+        host_runtime::cpu::keep_large_allocations_in_heap();
         let c = model.config();
         let kv = PagedKv::new(num_blocks, tokens_per_block, c.layers, c.kv_heads * c.head_dim);
         CpuBackend { model, kv, host: vec![Vec::new(); host_blocks] }

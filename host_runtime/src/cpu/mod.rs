@@ -3,11 +3,13 @@
 //! Storage rounding is explicit: an operator that stores an intermediate in the tensor
 //! dtype takes the rounding function `round` for it.
 
+mod alloc;
 mod matmul;
 mod ops;
 mod paged;
 pub mod qdot;
 
+pub use alloc::keep_large_allocations_in_heap;
 pub use matmul::{dot, matmul_dot, matmul_nt, matmul_nt_rows, WeightRows};
 pub use ops::*;
 pub use paged::{PagedBatch, PagedKvStore};

@@ -4,16 +4,15 @@
 //!
 //! Layout of one position's row: `[kv_head][head_dim]` f32 (K and V after RoPE).
 
-use std::borrow::Cow;
-
 /// Storage of K/V rows for the sequences of one forward pass (indexed by their place in
 /// the batch).
 pub trait KvStore {
     /// Stores `t` rows of K and V for sequence `seq`, layer `layer`, at positions
     /// `start..start + t` (`k`, `v` are `[t][row]`).
     fn write(&mut self, seq: usize, layer: usize, start: usize, k: &[f32], v: &[f32]);
-    /// K and V of sequence `seq`, layer `layer`, positions `0..len`, as `[len][row]`.
-    fn read(&self, seq: usize, layer: usize, len: usize) -> (Cow<'_, [f32]>, Cow<'_, [f32]>);
+    /// The K rows and the V rows of sequence `seq`, layer `layer`, positions `0..len`, in
+    /// place (one `row`-long slice per position).
+    fn rows(&self, seq: usize, layer: usize, len: usize) -> (Vec<&[f32]>, Vec<&[f32]>);
 }
 
 /// Keys and values of one sequence, every layer, contiguous `[position][kv_head][head_dim]`.
@@ -48,10 +47,10 @@ impl KvStore for ContiguousKv<'_, '_> {
         }
     }
 
-    fn read(&self, seq: usize, layer: usize, len: usize) -> (Cow<'_, [f32]>, Cow<'_, [f32]>) {
+    fn rows(&self, seq: usize, layer: usize, len: usize) -> (Vec<&[f32]>, Vec<&[f32]>) {
         let c = &*self.caches[seq];
         let n = len * self.row;
-        (Cow::Borrowed(&c.k[layer][..n]), Cow::Borrowed(&c.v[layer][..n]))
+        (c.k[layer][..n].chunks_exact(self.row).collect(), c.v[layer][..n].chunks_exact(self.row).collect())
     }
 }
 
@@ -125,23 +124,17 @@ impl KvStore for PagedView<'_> {
         }
     }
 
-    fn read(&self, seq: usize, layer: usize, len: usize) -> (Cow<'_, [f32]>, Cow<'_, [f32]>) {
+    fn rows(&self, seq: usize, layer: usize, len: usize) -> (Vec<&[f32]>, Vec<&[f32]>) {
         let (tpb, row) = (self.kv.tokens_per_block, self.kv.row);
         let table = self.tables[seq];
         let gather = |which: usize| {
-            let mut out = Vec::with_capacity(len * row);
-            let mut pos = 0;
-            for &b in table {
-                if pos >= len {
-                    break;
-                }
-                let n = tpb.min(len - pos);
-                let off = self.kv.offset(b, layer, which, 0);
-                out.extend_from_slice(&self.kv.data[off..off + n * row]);
-                pos += n;
-            }
-            out
+            (0..len)
+                .map(|pos| {
+                    let off = self.kv.offset(table[pos / tpb], layer, which, pos % tpb);
+                    &self.kv.data[off..off + row]
+                })
+                .collect::<Vec<_>>()
         };
-        (Cow::Owned(gather(0)), Cow::Owned(gather(1)))
+        (gather(0), gather(1))
     }
 }

@@ -115,46 +115,32 @@ pub struct HeadShape {
     pub head_dim: usize,
 }
 
-/// Causal attention of `t` new queries (`q` `[t, heads, d]`, positions `start..start+t`)
-/// over a cache holding positions `0..start+t` (`k`, `v` `[pos, kv_heads, d]`). Returns
-/// `[t, heads, d]`.
-pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], start: usize, t: usize, s: HeadShape) -> Vec<f32> {
+/// Causal attention of one query head `h` for `t` new queries (`q` `[t, heads, d]`,
+/// positions `start..start+t`) over the rows of positions `0..start+t` (`k`, `v`: one
+/// `[kv_heads × d]` row per position). Returns `[t, d]`.
+fn head_attention(q: &[f32], k: &[&[f32]], v: &[&[f32]], start: usize, t: usize, h: usize, s: HeadShape) -> Vec<f32> {
     let d = s.head_dim;
-    let group = s.heads / s.kv_heads;
+    let kvh = h / (s.heads / s.kv_heads);
     let scale = 1.0 / (d as f32).sqrt();
-    let per_head: Vec<Vec<f32>> = (0..s.heads)
-        .into_par_iter()
-        .map(|h| {
-            let kvh = h / group;
-            let mut out = vec![0f32; t * d];
-            let mut scores = Vec::with_capacity(start + t);
-            for i in 0..t {
-                let qi = &q[(i * s.heads + h) * d..][..d];
-                let n = start + i + 1;
-                scores.clear();
-                scores.extend((0..n).map(|j| cpu::dot(qi, &k[(j * s.kv_heads + kvh) * d..][..d]) * scale));
-                let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                let o = &mut out[i * d..(i + 1) * d];
-                for (j, w) in scores.iter().enumerate() {
-                    let vj = &v[(j * s.kv_heads + kvh) * d..][..d];
-                    let w = w / sum;
-                    for (oe, ve) in o.iter_mut().zip(vj) {
-                        *oe += w * ve;
-                    }
-                }
+    let mut out = vec![0f32; t * d];
+    let mut scores = Vec::with_capacity(start + t);
+    for i in 0..t {
+        let qi = &q[(i * s.heads + h) * d..][..d];
+        let n = start + i + 1;
+        scores.clear();
+        scores.extend(k[..n].iter().map(|kj| cpu::dot(qi, &kj[kvh * d..][..d]) * scale));
+        let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for sc in scores.iter_mut() {
+            *sc = (*sc - max).exp();
+            sum += *sc;
+        }
+        let o = &mut out[i * d..(i + 1) * d];
+        for (w, vj) in scores.iter().zip(v) {
+            let w = w / sum;
+            for (oe, ve) in o.iter_mut().zip(&vj[kvh * d..][..d]) {
+                *oe += w * ve;
             }
-            out
-        })
-        .collect();
-    let mut out = vec![0f32; t * s.heads * d];
-    for (h, ph) in per_head.iter().enumerate() {
-        for i in 0..t {
-            out[(i * s.heads + h) * d..][..d].copy_from_slice(&ph[i * d..(i + 1) * d]);
         }
     }
     out
@@ -172,18 +158,35 @@ pub fn flatten(seqs: &[SeqInput]) -> (Vec<u32>, Vec<u32>) {
 
 /// One layer's attention over a batch: stores each sequence's new K/V rows (`k`, `v`
 /// `[total, kv_heads × d]`) in layer `layer` of `kv`, then attends its queries (`q`
-/// `[total, heads × d]`) causally over every position stored. Returns `[total, heads × d]`.
+/// `[total, heads × d]`) causally over every position stored, every (sequence, head) pair
+/// in parallel, reading the store in place. Returns `[total, heads × d]`.
 pub fn attend(seqs: &[SeqInput], layer: usize, q: &[f32], k: &[f32], v: &[f32], shape: HeadShape, kv: &mut dyn KvStore) -> Vec<f32> {
-    let q_row = shape.heads * shape.head_dim;
-    let kv_row = shape.kv_heads * shape.head_dim;
-    let mut out = Vec::with_capacity(q.len());
+    let (heads, d) = (shape.heads, shape.head_dim);
+    let q_row = heads * d;
+    let kv_row = shape.kv_heads * d;
+    let mut offsets = Vec::with_capacity(seqs.len());
     let mut at = 0;
     for (si, s) in seqs.iter().enumerate() {
         let t = s.tokens.len();
         kv.write(si, layer, s.start, &k[at * kv_row..(at + t) * kv_row], &v[at * kv_row..(at + t) * kv_row]);
-        let (ks, vs) = kv.read(si, layer, s.start + t);
-        out.extend(causal_attention(&q[at * q_row..(at + t) * q_row], &ks, &vs, s.start, t, shape));
+        offsets.push(at);
         at += t;
+    }
+    let kv: &dyn KvStore = kv;
+    let rows: Vec<_> = seqs.iter().enumerate().map(|(si, s)| kv.rows(si, layer, s.start + s.tokens.len())).collect();
+    let work: Vec<(usize, usize)> = (0..seqs.len()).flat_map(|si| (0..heads).map(move |h| (si, h))).collect();
+    let parts: Vec<Vec<f32>> = work
+        .par_iter()
+        .map(|&(si, h)| {
+            let (s, (kr, vr)) = (&seqs[si], &rows[si]);
+            head_attention(&q[offsets[si] * q_row..], kr, vr, s.start, s.tokens.len(), h, shape)
+        })
+        .collect();
+    let mut out = vec![0f32; at * q_row];
+    for (&(si, h), part) in work.iter().zip(&parts) {
+        for (i, row) in part.chunks_exact(d).enumerate() {
+            out[((offsets[si] + i) * heads + h) * d..][..d].copy_from_slice(row);
+        }
     }
     out
 }
