@@ -112,13 +112,12 @@ fn read_prompts(path: &PathBuf) -> Result<Vec<String>> {
     Ok(prompts)
 }
 
-fn check_device(device: Device) -> Result<()> {
-    match device {
-        Device::Cpu => Ok(()),
-        Device::Cuda => bail!("the GPU engine is not available yet (only GPU kernels are built so far); use --device cpu"),
-        Device::Auto => {
-            eprintln!("inflight: running on the CPU backend (the GPU engine is not available yet)");
-            Ok(())
+impl From<Device> for models::Device {
+    fn from(d: Device) -> Self {
+        match d {
+            Device::Cpu => models::Device::Cpu,
+            Device::Cuda => models::Device::Cuda,
+            Device::Auto => models::Device::Auto,
         }
     }
 }
@@ -141,7 +140,6 @@ fn sampling(a: &GenerateArgs) -> SamplingParams {
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    check_device(a.device)?;
     let prompts = match (&a.prompt, &a.prompts_file) {
         (Some(p), None) => vec![p.clone()],
         (None, Some(f)) => read_prompts(f)?,
@@ -152,10 +150,10 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         Weights::F32 => WeightFormat::F32,
     };
     let t0 = std::time::Instant::now();
-    let config = LlmConfig { weights, max_batch_size: a.max_batch_size, tokens_per_block: a.tokens_per_block, enable_kv_cache_reuse: !a.no_kv_reuse, ..LlmConfig::new(a.model.clone()) };
+    let config = LlmConfig { weights, device: a.device.into(), max_batch_size: a.max_batch_size, tokens_per_block: a.tokens_per_block, enable_kv_cache_reuse: !a.no_kv_reuse, ..LlmConfig::new(a.model.clone()) };
     let llm = Llm::new(config)?;
     let c = llm.model.config();
-    eprintln!("inflight: loaded {} ({} layers, hidden {}, vocab {}) in {:.1} s", llm.path.display(), c.layers, c.hidden, c.vocab_size, t0.elapsed().as_secs_f64());
+    eprintln!("inflight: loaded {} ({} layers, hidden {}, vocab {}) on {} in {:.1} s", llm.path.display(), c.layers, c.hidden, c.vocab_size, llm.device, t0.elapsed().as_secs_f64());
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| llm.prompt_ids(p, a.chat)).collect::<Result<_, _>>()?;
     let params = sampling(&a);
     let t1 = std::time::Instant::now();

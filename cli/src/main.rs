@@ -7,6 +7,7 @@
 //! workload (in process or against a server over HTTP).
 
 mod bench;
+mod engine_args;
 mod generate;
 mod serve;
 

@@ -532,6 +532,24 @@ macro_rules! dtype_tests {
     };
 }
 
+/// The uniform fill is the host reference rounded once, bit for bit, at any length (odd
+/// tails, misaligned sizes), and its values stay inside `center ± half_width`.
+fn test_fill_uniform<T: DType>(gpu: &Gpu, r: &mut TestRunner) -> Result<(), String> {
+    run(r, (0usize..300_000, any::<u64>(), -2.0f32..2.0, 0.0f32..3.0), |(n, seed, center, hw)| {
+        let want: Vec<T> = cpu::fill_uniform(n, seed, center, hw).into_iter().map(T::from_f32).collect();
+        let mut out = gpu.upload(&poison::<T>(n.max(1))).map_err(fail)?;
+        if n == 0 {
+            return Ok(());
+        }
+        kernels::fill_uniform(gpu, &mut out, seed, center, hw).map_err(fail)?;
+        let got = gpu.download(&out).map_err(fail)?;
+        assert_bits_eq("fill_uniform", &got, &want).map_err(fail)?;
+        let bound = T::round(center.abs() + hw) * 1.01 + 1e-6;
+        prop_assert!(got.iter().all(|v| v.to_f32().abs() <= bound));
+        Ok(())
+    })
+}
+
 fn all_tests() -> Vec<(&'static str, TestFn)> {
     let mut t: Vec<(&'static str, TestFn)> = vec![
         ("copy_bytes", test_copy),
@@ -554,6 +572,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
     t.extend(dtype_tests!("silu_mul", test_silu_mul));
     t.extend(dtype_tests!("gelu", test_gelu));
     t.extend(dtype_tests!("softmax", test_softmax));
+    t.extend(dtype_tests!("fill_uniform", test_fill_uniform));
     t.extend([
         ("kv_append_f16", test_kv_append::<f16> as TestFn),
         ("kv_append_bf16", test_kv_append::<bf16> as TestFn),

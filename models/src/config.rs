@@ -170,3 +170,54 @@ fn llama3_scale(inv_freq: f32, s: &Llama3RopeScaling) -> f32 {
         (1.0 - smooth) * inv_freq / s.factor + smooth * inv_freq
     }
 }
+
+/// Names [`ModelConfig::named`] knows.
+pub const NAMED_CONFIGS: &[&str] = &["llama-3.1-8b"];
+
+impl ModelConfig {
+    /// A known architecture by name, without any files (synthetic-weight performance work):
+    /// `llama-3.1-8b` (Meta Llama 3.1 8B: 32 layers, hidden 4096, 32 Q / 8 KV heads of 128,
+    /// intermediate 14336, vocab 128256, θ 500000 with Llama 3.1 scaling, RMS eps 1e-5).
+    /// `None` for an unknown name (see [`NAMED_CONFIGS`]).
+    pub fn named(name: &str) -> Option<ModelConfig> {
+        match name.to_ascii_lowercase().as_str() {
+            "llama-3.1-8b" | "llama3.1-8b" => Some(ModelConfig {
+                arch: Arch::Llama,
+                vocab_size: 128_256,
+                hidden: 4096,
+                intermediate: 14_336,
+                layers: 32,
+                heads: 32,
+                kv_heads: 8,
+                head_dim: 128,
+                rope_theta: 500_000.0,
+                rope_layout: RopeLayout::Neox,
+                rope_scaling: Some(Llama3RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 }),
+                norm_eps: 1e-5,
+                max_position: 131_072,
+                tied_embeddings: false,
+                qkv_bias: false,
+                norm: Norm::Rms,
+                activation: Activation::SwiGlu,
+                positions: Positions::Rope,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod named_tests {
+    use super::*;
+
+    #[test]
+    fn llama_3_1_8b_is_valid_and_has_8b_parameters() {
+        let c = ModelConfig::named("llama-3.1-8b").unwrap();
+        c.validate().unwrap();
+        let per_layer = c.hidden * (c.heads + 2 * c.kv_heads) * c.head_dim + c.heads * c.head_dim * c.hidden + 3 * c.hidden * c.intermediate + 2 * c.hidden;
+        let total = c.layers * per_layer + 2 * c.vocab_size * c.hidden + c.hidden;
+        assert_eq!(total, 8_030_261_248);
+        assert!(ModelConfig::named("nope").is_none());
+        assert_eq!(NAMED_CONFIGS.iter().filter(|n| ModelConfig::named(n).is_some()).count(), NAMED_CONFIGS.len());
+    }
+}

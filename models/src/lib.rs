@@ -6,6 +6,7 @@ pub mod backend;
 pub mod config;
 pub mod fetch;
 pub mod generate;
+pub mod gpu;
 pub mod error;
 pub mod hf;
 pub mod gguf;
@@ -13,4 +14,4 @@ pub mod tokenizer;
 pub mod load;
 pub mod llm;
 
-pub use llm::{Completion, Llm, LlmConfig, LlmError};
+pub use llm::{Completion, Device, Llm, LlmConfig, LlmError, SyntheticEngine};

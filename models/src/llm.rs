@@ -1,6 +1,7 @@
 //! The offline API a downstream crate writes against: config → init → generate. Requests
 //! go through the in-flight batching executor (scheduler, paged KV cache, full sampling set)
-//! on the CPU reference backend.
+//! on the CPU reference backend or the GPU backend ([`Device`]); [`SyntheticEngine`] is the
+//! GPU executor over random weights of a named architecture, for benchmarks.
 //!
 //! ```no_run
 //! use models::{Llm, LlmConfig};
@@ -19,7 +20,10 @@ use crate::error::LoadError;
 use crate::fetch::FetchError;
 use crate::load::WeightFormat;
 use crate::tokenizer::{ChatMessage, Tokenizer, TokenizerError};
-use host_runtime::executor::{Executor, ExecutorConfig, ExecutorError, FinishReason, Handle, Request, TokenLogprobs};
+use crate::config::ModelConfig;
+use crate::gpu::{size_backend, GpuBackend, GpuError, GpuSizing, GpuWeights};
+use host_runtime::executor::{Backend, Detokenizer, Executor, ExecutorConfig, ExecutorError, FinishReason, Handle, NoText, Request, TokenLogprobs};
+use host_runtime::Gpu;
 use host_runtime::kv::{size_kv_cache, KvCacheConfig, KvSizing};
 use host_runtime::sampling::SamplingParams;
 use host_runtime::scheduler::{CapacityPolicy, SchedulerConfig};
@@ -40,6 +44,28 @@ pub enum LlmError {
     Executor(#[from] ExecutorError),
     #[error("KV cache: {0}")]
     KvCache(String),
+    /// (Not a `#[source]`: the message already holds the cause, and error reports that
+    /// print the chain would say it twice.)
+    #[error("GPU: {0}")]
+    Gpu(GpuError),
+}
+
+impl From<GpuError> for LlmError {
+    fn from(e: GpuError) -> Self {
+        LlmError::Gpu(e)
+    }
+}
+
+/// Where the model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU reference backend.
+    #[default]
+    Cpu,
+    /// The first CUDA GPU; an error when there is none or the model cannot run there.
+    Cuda,
+    /// The GPU when one is usable and runs the model, else the CPU.
+    Auto,
 }
 
 /// Everything needed to start an engine. `LlmConfig::new(model)` gives the defaults.
@@ -66,6 +92,7 @@ pub struct LlmConfig {
     pub policy: CapacityPolicy,
     pub chunked_context: bool,
     pub max_beam_width: usize,
+    pub device: Device,
 }
 
 impl LlmConfig {
@@ -85,6 +112,7 @@ impl LlmConfig {
             policy: CapacityPolicy::GuaranteedNoEvict,
             chunked_context: true,
             max_beam_width: 4,
+            device: Device::Cpu,
         }
     }
 }
@@ -95,6 +123,8 @@ pub struct Llm {
     pub tokenizer: Arc<Tokenizer>,
     pub path: PathBuf,
     pub config: LlmConfig,
+    /// Where it runs: `cpu` or `cuda:<ordinal> (<name>)`.
+    pub device: String,
     executor: Executor,
 }
 
@@ -123,31 +153,32 @@ impl Llm {
         Self::new(LlmConfig { weights, ..LlmConfig::new(spec) })
     }
 
-    /// Loads the model, sizes the KV cache from available memory and starts the executor.
+    /// Loads the model, sizes the KV cache from available memory (host or device) and
+    /// starts the executor on the configured [`Device`].
     pub fn new(config: LlmConfig) -> Result<Llm, LlmError> {
         let path = crate::fetch::resolve(&config.model)?;
         let (model, tokenizer) = crate::load::load_path(&path, config.weights)?;
         let model = Arc::new(model);
         let tokenizer = Arc::new(tokenizer);
         let max_seq_len = config.max_seq_len.unwrap_or(model.config().max_position).min(model.config().max_position);
-        let bytes_per_token = cpu_kv_bytes_per_token(&model);
-        let sizing = KvSizing { bytes_per_token, tokens_per_block: config.tokens_per_block, max_seq_len };
-        let num_blocks = size_kv_cache(&sizing, available_memory(), Some(config.kv_cache_fraction), config.kv_cache_bytes).map_err(|e| LlmError::KvCache(e.to_string()))?;
-        let block_bytes = bytes_per_token * config.tokens_per_block as u64;
-        let host_cache_blocks = (config.kv_host_cache_bytes / block_bytes.max(1)) as usize;
-        let kv = KvCacheConfig { tokens_per_block: config.tokens_per_block, num_blocks, enable_reuse: config.enable_kv_cache_reuse, host_cache_blocks };
-        let scheduler = SchedulerConfig {
-            max_batch_size: config.max_batch_size,
-            max_num_tokens: config.max_num_tokens,
-            max_queue_size: config.max_queue_size,
-            max_seq_len,
-            policy: config.policy,
-            chunked_context: config.chunked_context,
+        let mut device = "cpu".to_string();
+        let (backend, kv) = match pick_gpu(config.device)? {
+            Some(gpu) => match GpuWeights::upload(&gpu, &model) {
+                Ok(weights) => {
+                    device = format!("cuda:{} ({})", gpu.info().ordinal, gpu.info().name);
+                    gpu_backend(gpu, weights, &config, max_seq_len)?
+                }
+                Err(e @ GpuError::Unsupported(_)) if config.device == Device::Auto => {
+                    eprintln!("inflight: {e}; running on the CPU");
+                    cpu_backend(&model, &config, max_seq_len)?
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => cpu_backend(&model, &config, max_seq_len)?,
         };
-        let backend = CpuBackend::new(model.clone(), num_blocks, config.tokens_per_block, host_cache_blocks);
-        let exec_cfg = ExecutorConfig { scheduler, kv, max_beam_width: config.max_beam_width, end_ids: tokenizer.stop_ids().to_vec() };
-        let executor = Executor::new(exec_cfg, Box::new(backend), Arc::new(TokenizerDetok(tokenizer.clone())))?;
-        Ok(Llm { model, tokenizer, path, config, executor })
+        let detok = Arc::new(TokenizerDetok(tokenizer.clone()));
+        let executor = start_executor(&config, max_seq_len, backend, kv, tokenizer.stop_ids().to_vec(), detok)?;
+        Ok(Llm { model, tokenizer, path, config, device, executor })
     }
 
     /// The executor (submit, cancel, stats).
@@ -227,6 +258,91 @@ fn completion(o: host_runtime::executor::Output) -> Completion {
 }
 
 /// Memory the KV cache may draw from on the CPU: `MemAvailable` (Linux), else 4 GiB.
+/// The GPU `device` asks for: none for the CPU; the first GPU for `Cuda` (an error naming
+/// why when there is none); for `Auto` the first GPU if one opens.
+fn pick_gpu(device: Device) -> Result<Option<Arc<Gpu>>, LlmError> {
+    match device {
+        Device::Cpu => Ok(None),
+        Device::Cuda => Gpu::new(0).map(|g| Some(Arc::new(g))).map_err(|e| LlmError::Gpu(GpuError::Device(e))),
+        Device::Auto => match host_runtime::device::device_count() {
+            Ok(n) if n > 0 => match Gpu::new(0) {
+                Ok(g) => Ok(Some(Arc::new(g))),
+                Err(e) => {
+                    eprintln!("inflight: the GPU is not usable ({e}); running on the CPU");
+                    Ok(None)
+                }
+            },
+            _ => Ok(None),
+        },
+    }
+}
+
+/// The CPU backend, its KV cache sized from the host's available memory.
+fn cpu_backend(model: &Arc<Model>, config: &LlmConfig, max_seq_len: usize) -> Result<(Box<dyn Backend>, KvCacheConfig), LlmError> {
+    let bytes_per_token = cpu_kv_bytes_per_token(model);
+    let sizing = KvSizing { bytes_per_token, tokens_per_block: config.tokens_per_block, max_seq_len };
+    let num_blocks = size_kv_cache(&sizing, available_memory(), Some(config.kv_cache_fraction), config.kv_cache_bytes).map_err(|e| LlmError::KvCache(e.to_string()))?;
+    let block_bytes = bytes_per_token * config.tokens_per_block as u64;
+    let host_cache_blocks = (config.kv_host_cache_bytes / block_bytes.max(1)) as usize;
+    let kv = KvCacheConfig { tokens_per_block: config.tokens_per_block, num_blocks, enable_reuse: config.enable_kv_cache_reuse, host_cache_blocks };
+    let backend = CpuBackend::new(model.clone(), num_blocks, config.tokens_per_block, host_cache_blocks);
+    Ok((Box::new(backend), kv))
+}
+
+/// The GPU backend over uploaded `weights`, its KV cache sized from the device memory left
+/// (the GPU's own fraction, 0.9 of what is free, capped by `kv_cache_bytes`).
+fn gpu_backend(gpu: Arc<Gpu>, weights: GpuWeights, config: &LlmConfig, max_seq_len: usize) -> Result<(Box<dyn Backend>, KvCacheConfig), LlmError> {
+    let sizing = GpuSizing {
+        tokens_per_block: config.tokens_per_block,
+        max_batch_size: config.max_batch_size,
+        max_num_tokens: config.max_num_tokens,
+        cap_bytes: config.kv_cache_bytes,
+        host_cache_bytes: config.kv_host_cache_bytes,
+        ..GpuSizing::new(max_seq_len)
+    };
+    let cfg = size_backend(&gpu, &weights, &sizing)?;
+    let kv = KvCacheConfig { tokens_per_block: cfg.tokens_per_block, num_blocks: cfg.num_blocks, enable_reuse: config.enable_kv_cache_reuse, host_cache_blocks: cfg.host_blocks };
+    Ok((Box::new(GpuBackend::new(gpu, weights, cfg)?), kv))
+}
+
+/// The executor over `backend` with the scheduler settings of `config`.
+fn start_executor(config: &LlmConfig, max_seq_len: usize, backend: Box<dyn Backend>, kv: KvCacheConfig, end_ids: Vec<u32>, detok: Arc<dyn Detokenizer>) -> Result<Executor, LlmError> {
+    let scheduler = SchedulerConfig {
+        max_batch_size: config.max_batch_size,
+        max_num_tokens: config.max_num_tokens,
+        max_queue_size: config.max_queue_size,
+        max_seq_len,
+        policy: config.policy,
+        chunked_context: config.chunked_context,
+    };
+    let exec_cfg = ExecutorConfig { scheduler, kv, max_beam_width: config.max_beam_width, end_ids };
+    Ok(Executor::new(exec_cfg, backend, detok)?)
+}
+
+/// The GPU executor over random weights of a named architecture (`llama-3.1-8b`, …): the
+/// synthetic mode for performance work, no files. Token ids only (no tokenizer, no text).
+pub struct SyntheticEngine {
+    pub model_config: ModelConfig,
+    executor: Executor,
+}
+
+impl SyntheticEngine {
+    /// Random weights for `arch` generated on the first GPU; `config.model` is ignored.
+    pub fn new(arch: &str, config: &LlmConfig, seed: u64) -> Result<SyntheticEngine, LlmError> {
+        let model_config = ModelConfig::named(arch).ok_or_else(|| LlmError::Invalid(format!("--synthetic {arch}: unknown architecture (known: {})", crate::config::NAMED_CONFIGS.join(", "))))?;
+        let gpu = pick_gpu(Device::Cuda)?.expect("Cuda gives a GPU or an error");
+        let weights = GpuWeights::synthetic(&gpu, &model_config, seed)?;
+        let max_seq_len = config.max_seq_len.unwrap_or(model_config.max_position).min(model_config.max_position);
+        let (backend, kv) = gpu_backend(gpu, weights, config, max_seq_len)?;
+        let executor = start_executor(config, max_seq_len, backend, kv, Vec::new(), Arc::new(NoText))?;
+        Ok(SyntheticEngine { model_config, executor })
+    }
+
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+}
+
 fn available_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()

@@ -41,6 +41,19 @@ pub struct Engine {
     pub max_queue_size: usize,
     /// Requests submitted through the server and not yet finished (for abort-all).
     live: Mutex<HashSet<RequestId>>,
+    /// The health probe's prompt (a few tokens: it must fit one KV block).
+    pub probe_prompt: Vec<u32>,
+}
+
+/// The health probe's prompt: "Hello" as the model tokenizes it, at most 8 tokens (the
+/// smallest KV block), or token 0 when the tokenizer gives nothing.
+fn probe_prompt(tokenizer: &Tokenizer) -> Vec<u32> {
+    let mut ids = tokenizer.encode("Hello", true).unwrap_or_default();
+    ids.truncate(8);
+    if ids.is_empty() {
+        ids.push(0);
+    }
+    ids
 }
 
 impl Engine {
@@ -58,12 +71,14 @@ impl Engine {
         let max_seq_len = llm.config.max_seq_len.unwrap_or(c.max_position).min(c.max_position);
         let vocab_size = c.vocab_size;
         let (max_batch_size, max_queue_size) = (llm.config.max_batch_size, llm.config.max_queue_size);
-        Engine { name, tokenizer: llm.tokenizer.clone(), core: Core::Llm(Box::new(llm)), max_seq_len, vocab_size, max_batch_size, max_queue_size, live: Mutex::default() }
+        let probe_prompt = probe_prompt(&llm.tokenizer);
+        Engine { name, tokenizer: llm.tokenizer.clone(), core: Core::Llm(Box::new(llm)), max_seq_len, vocab_size, max_batch_size, max_queue_size, live: Mutex::default(), probe_prompt }
     }
 
     /// An engine over an executor built by the caller (tests: fault-injecting backends).
     pub fn from_parts(name: String, tokenizer: Arc<Tokenizer>, executor: Executor, max_seq_len: usize, vocab_size: usize, max_batch_size: usize, max_queue_size: usize) -> Engine {
-        Engine { name, tokenizer, core: Core::Executor(executor), max_seq_len, vocab_size, max_batch_size, max_queue_size, live: Mutex::default() }
+        let probe_prompt = probe_prompt(&tokenizer);
+        Engine { name, tokenizer, core: Core::Executor(executor), max_seq_len, vocab_size, max_batch_size, max_queue_size, live: Mutex::default(), probe_prompt }
     }
 
     pub fn executor(&self) -> &Executor {
@@ -77,6 +92,14 @@ impl Engine {
     pub fn is_healthy(&self) -> bool {
         let ex = self.executor();
         ex.is_alive() && !ex.is_closed()
+    }
+
+    /// Why the engine is not healthy (the backend fault that stopped the loop, if known).
+    pub fn unhealthy_reason(&self) -> String {
+        match self.executor().fault() {
+            Some(f) => format!("the engine loop is not running: {f}"),
+            None => "the engine loop is not running".to_string(),
+        }
     }
 
     /// One greedy token through the whole path; an error says why the engine is unusable.
@@ -240,6 +263,10 @@ impl Job {
             m.generation_tokens.fetch_add(n as u64, Ordering::Relaxed);
         }
         if let Some(f) = &out.finish {
+            if matches!(f, FinishReason::Error(_)) && !self.flow.timed_out.load(Ordering::Acquire) {
+                // A generation error may mean a broken backend: probe it now.
+                self.guard.state.suspect_engine(&self.guard.engine);
+            }
             self.done = true;
             self.guard.finished = true;
             m.record_finish(finish_name(f));
@@ -248,8 +275,8 @@ impl Job {
         Some(out)
     }
 
-    /// Reads every output and merges them (text, tokens, log-probs); the finish reason is
-    /// the last piece's.
+    /// Reads every output and merges them (text, tokens, log-probs, beam search hypotheses);
+    /// the finish reason is the last piece's.
     pub async fn collect(mut self) -> Output {
         let mut all = Output { prompt_tokens: self.prompt_tokens, ..Default::default() };
         while let Some(o) = self.next().await {
@@ -259,6 +286,7 @@ impl Job {
             all.cum_logprob = o.cum_logprob;
             all.generated_tokens = all.generated_tokens.max(o.generated_tokens);
             all.reused_tokens = o.reused_tokens;
+            all.beams.extend(o.beams);
             if o.finish.is_some() {
                 all.finish = o.finish;
             }

@@ -7,7 +7,8 @@
 //!
 //! Modules: [`state`] (config, loading/ready phase, draining, in-flight count), [`engine`]
 //! (the executor as the routes use it; jobs cancel on drop), [`auth`], [`error`] (one
-//! error type, two shapes), [`limits`] (body, JSON and numeric checks), [`openai`],
+//! error type, two shapes), [`limits`] (body, JSON and numeric checks), [`health`] (the
+//! health probe: a real one-token generation, cached), [`openai`],
 //! [`triton`], [`sse`] (streams), [`metrics`], [`admin`] (health, abort-all, 404).
 //!
 //! Lifecycle ([`serve`]): bind first; the model loads in the background (inference routes
@@ -15,12 +16,16 @@
 //! URL and a curl line are printed. On SIGTERM or Ctrl-C ([`run`]): new requests get 503,
 //! requests in flight finish (aborted after the drain timeout, so open streams still get
 //! their terminal event), the listener closes, the executor shuts down, and `serve` returns
-//! `Ok` (exit 0). A model that fails to load makes `serve` return the error.
+//! `Ok` (exit 0). A model that fails to load makes `serve` return the error; so does an
+//! engine whose loop stopped (a backend panic): its requests in flight have already ended
+//! with an error, the server closes and `inflight serve` exits 1, for a supervisor to restart
+//! it (the GPU's memory goes with the process).
 
 pub mod admin;
 pub mod auth;
 pub mod engine;
 pub mod error;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod openai;
@@ -82,6 +87,8 @@ pub enum ServeError {
     Bind { addr: String, source: std::io::Error },
     #[error("the model failed to load: {0}")]
     Load(String),
+    #[error("the engine stopped: {0}")]
+    Engine(String),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -157,8 +164,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves (then drains) or the model fails
-/// to load (then returns the error).
+/// Serves `state` on `listener` until `shutdown` resolves (then drains), the model fails
+/// to load or the engine loop stops (then returns the error).
 pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // No Nagle delay: stream events go out as they are produced.
@@ -182,8 +189,9 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Fut
     };
     let outcome = tokio::select! {
         _ = shutdown => None,
-        m = failed => Some(m),
-        r = &mut server => Some(format!("the HTTP server stopped: {r:?}")),
+        m = failed => Some(ServeError::Load(m)),
+        m = engine_stopped(&state) => Some(ServeError::Engine(m)),
+        r = &mut server => Some(ServeError::Load(format!("the HTTP server stopped: {r:?}"))),
     };
     if outcome.is_none() {
         drain(&state).await;
@@ -197,10 +205,20 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Fut
         let _ = tokio::task::spawn_blocking(move || engine.executor().shutdown(true)).await;
     }
     match outcome {
-        Some(m) => Err(ServeError::Load(m)),
+        Some(e) => Err(e),
         None => {
             eprintln!("inflight: stopped");
             Ok(())
+        }
+    }
+}
+
+/// Resolves with the reason once a loaded engine's loop has stopped (checked every 200 ms).
+async fn engine_stopped(state: &AppState) -> String {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(e) = state.engine().filter(|e| !e.executor().is_alive()) {
+            return e.unhealthy_reason();
         }
     }
 }

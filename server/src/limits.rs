@@ -34,6 +34,11 @@ pub struct Limits {
     pub max_pending_outputs: usize,
     /// After SIGTERM, how long in-flight requests may take before they are aborted.
     pub drain_timeout: Duration,
+    /// How long a health probe's result is reused (probes run at most once per TTL).
+    pub health_ttl: Duration,
+    /// How long a health probe may wait for the engine (it waits for the step in progress)
+    /// before `/health` says 503.
+    pub health_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -48,6 +53,8 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             max_pending_outputs: 8192,
             drain_timeout: Duration::from_secs(30),
+            health_ttl: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(20),
         }
     }
 }

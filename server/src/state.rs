@@ -3,11 +3,14 @@
 //! requests in flight (what a drain waits for), and the metrics.
 //!
 //! Every inference route starts with [`AppState::ready_engine`]: 503 "Loading model" until
-//! the model is loaded and warmed up, 503 once draining began or when the executor loop is
-//! gone. [`AppState::is_ready`] is the readiness `/health` reports.
+//! the model is loaded and warmed up, 503 once draining began, when the executor loop is
+//! gone, or while the last health probe failed. [`AppState::check_health`] is the readiness
+//! `/health` reports (it runs the probe, see [`crate::health`]); [`AppState::is_ready`] the
+//! same without running one.
 
 use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::health::HealthProbe;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -53,6 +56,7 @@ pub struct AppState {
     inflight: AtomicUsize,
     idle: Notify,
     pub metrics: Metrics,
+    pub health: Arc<HealthProbe>,
 }
 
 /// Counts one inference request in flight while it lives (held by the handler, and by the
@@ -78,6 +82,7 @@ impl AppState {
             inflight: AtomicUsize::new(0),
             idle: Notify::new(),
             metrics: Metrics::default(),
+            health: Arc::default(),
         })
     }
 
@@ -112,20 +117,46 @@ impl AppState {
 
     /// The engine for a new inference request, or the 503 to answer.
     pub fn ready_engine(&self) -> Result<Arc<Engine>, ApiError> {
+        let engine = self.running_engine()?;
+        match self.health.failure() {
+            Some(m) => Err(ApiError::unavailable(m)),
+            None => Ok(engine),
+        }
+    }
+
+    /// The engine when loaded, its loop running and the server not draining (whatever the
+    /// last health probe said), or the 503 to answer.
+    fn running_engine(&self) -> Result<Arc<Engine>, ApiError> {
         if self.draining() {
             return Err(ApiError::shutting_down());
         }
         match self.phase() {
             Phase::Loading => Err(ApiError::loading()),
             Phase::Failed(m) => Err(ApiError::unavailable(format!("the model failed to load: {m}"))),
-            Phase::Ready(e) if !e.is_healthy() => Err(ApiError::unavailable("the engine loop is not running")),
+            Phase::Ready(e) if !e.is_healthy() => Err(ApiError::unavailable(e.unhealthy_reason())),
             Phase::Ready(e) => Ok(e),
         }
     }
 
-    /// Readiness: loaded, warmed up, executor loop alive, not draining.
+    /// Readiness without probing: loaded, warmed up, executor loop alive, not draining,
+    /// and the last health probe (if any) succeeded.
     pub fn is_ready(&self) -> bool {
-        !self.draining() && matches!(self.phase(), Phase::Ready(e) if e.is_healthy())
+        !self.draining() && matches!(self.phase(), Phase::Ready(e) if e.is_healthy()) && self.health.failure().is_none()
+    }
+
+    /// Readiness with a health probe (a cached result when one is fresh): `Err` says why
+    /// the server is not ready.
+    pub async fn check_health(&self) -> Result<(), String> {
+        let engine = self.running_engine().map_err(|e| e.message)?;
+        let l = &self.config.limits;
+        self.health.check(&engine, l.health_ttl, l.health_timeout).await
+    }
+
+    /// After a generation error: probe the engine in the background (unless a fresh result
+    /// exists), so that a broken backend turns the server unready.
+    pub fn suspect_engine(&self, engine: &Arc<Engine>) {
+        let l = &self.config.limits;
+        self.health.suspect(engine, l.health_ttl, l.health_timeout);
     }
 
     /// Liveness: false only when a loaded engine's loop died or loading failed.

@@ -9,7 +9,7 @@
 //! (a shape-[1] tensor). Inputs: `text_input` (required), `max_tokens` (missing = the context
 //! left), `bad_words` / `stop_words` (a string or a list; `""` = none; stop words end the text
 //! and are not part of it; bad words are tokenized and never generated), `end_id`, `pad_id`,
-//! `temperature`, `top_k`, `top_p`, `beam_width` (1 only), `repetition_penalty`,
+//! `temperature`, `top_k`, `top_p`, `beam_width`, `repetition_penalty`,
 //! `presence_penalty`, `frequency_penalty`, `length_penalty`, `min_length`, `random_seed`,
 //! `return_log_probs`, `exclude_input_in_output`, `stream`. Sampling follows TensorRT-LLM:
 //! with `top_k` 0 (or missing) and `top_p` 0 (or missing) decoding is greedy, as it is with
@@ -20,6 +20,14 @@
 //! prompt unless `exclude_input_in_output` is true (the backend's default); streamed events
 //! carry only the new text. Errors are `{"error": "..."}`; a stream that fails after its
 //! headers ends with such an event.
+//!
+//! Beam search (`beam_width` > 1, up to the engine's `max_beam_width`), as the TensorRT-LLM
+//! backend returns it: `text_output` is a list of `beam_width` texts, best first (by
+//! `cum_log_prob / len^length_penalty`), each with the prompt in front unless
+//! `exclude_input_in_output`, and `cum_log_probs` a list of the beams' cumulative log-probs
+//! (always: they rank the beams). `output_log_probs` is not returned for beams (the
+//! executor keeps no per-token log-probs for them). Streamed, the beams come in one event
+//! at the end (beams reorder until the search ends, so no partial text is final).
 
 use crate::engine::{self, Engine};
 use crate::error::{ApiError, TritonError};
@@ -32,7 +40,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use host_runtime::executor::{FinishReason, Output};
+use host_runtime::executor::{BeamOutput, FinishReason, Output};
 use host_runtime::sampling::SamplingParams;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -194,6 +202,7 @@ fn parse(body: &Value, engine: &Engine, limits: &limits::Limits) -> Result<Gener
     let bad_words = get_words(body, "bad_words")?;
     limits::check_stop(&bad_words, limits, "bad_words")?;
     let params = SamplingParams {
+        n: beam_width,
         temperature: if greedy { 0.0 } else { temperature },
         top_k: if greedy { 0 } else { top_k },
         top_p: if greedy || top_p == 0.0 { 1.0 } else { top_p },
@@ -266,6 +275,7 @@ async fn generate_inner(state: &Arc<AppState>, model: &str, headers: &HeaderMap,
     if g.log_probs {
         g.params.logprobs = Some(0);
     }
+    let beam = g.params.beam_width > 1;
     let job = engine::submit(state, &engine, prompt, g.params, arrived).map_err(|e| ApiError::from_executor(e, rename))?;
     if stream {
         let format = TritonStream { model: model.to_string(), log_probs: g.log_probs };
@@ -276,13 +286,21 @@ async fn generate_inner(state: &Arc<AppState>, model: &str, headers: &HeaderMap,
     if let Some(FinishReason::Error(e)) = &out.finish {
         return Err(ApiError::internal(format!("generation failed: {e}")));
     }
-    let text = if g.exclude_input { out.text.clone() } else { format!("{}{}", g.text, out.text) };
-    let mut resp = json!({"model_name": model, "model_version": "1", "text_output": text});
-    if g.log_probs {
+    let prefix = if g.exclude_input { "" } else { g.text.as_str() };
+    let mut resp = json!({"model_name": model, "model_version": "1", "text_output": format!("{prefix}{}", out.text)});
+    if beam {
+        beam_fields(&mut resp, &out.beams, prefix);
+    } else if g.log_probs {
         resp["cum_log_probs"] = json!(out.cum_logprob);
         resp["output_log_probs"] = json!(out.logprobs.iter().map(|l| l.logprob).collect::<Vec<_>>());
     }
     Ok(Json(resp).into_response())
+}
+
+/// Beam search outputs: `text_output` and `cum_log_probs` as lists, one entry per beam.
+fn beam_fields(resp: &mut Value, beams: &[BeamOutput], prefix: &str) {
+    resp["text_output"] = json!(beams.iter().map(|b| format!("{prefix}{}", b.text)).collect::<Vec<_>>());
+    resp["cum_log_probs"] = json!(beams.iter().map(|b| b.cum_logprob).collect::<Vec<_>>());
 }
 
 struct TritonStream {
@@ -300,7 +318,9 @@ impl StreamFormat for TritonStream {
             return Vec::new();
         }
         let mut v = json!({"model_name": self.model, "model_version": "1", "text_output": out.text});
-        if self.log_probs {
+        if !out.beams.is_empty() {
+            beam_fields(&mut v, &out.beams, "");
+        } else if self.log_probs {
             v["cum_log_probs"] = json!(out.cum_logprob);
             v["output_log_probs"] = json!(out.logprobs.iter().map(|l| l.logprob).collect::<Vec<_>>());
         }

@@ -249,6 +249,90 @@ async fn n_limits_are_checked_before_anything_is_submitted() {
     assert_eq!(a["usage"]["completion_tokens"], 12);
 }
 
+// ---- beam search results -------------------------------------------------------------
+
+/// A Triton beam response's texts and cumulative log-probs.
+fn beams_of(v: &Value) -> (Vec<String>, Vec<f64>) {
+    let texts = v["text_output"].as_array().unwrap_or_else(|| panic!("text_output is not a list: {v}")).iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let cums = v["cum_log_probs"].as_array().unwrap_or_else(|| panic!("cum_log_probs is not a list: {v}")).iter().map(|c| c.as_f64().unwrap()).collect();
+    (texts, cums)
+}
+
+#[tokio::test]
+async fn triton_beam_search_returns_every_beam_like_tensorrt_llm() {
+    let app = need_model!(main_app());
+    let prompt = "The capital of France is";
+    let body = json!({"text_input": prompt, "max_tokens": 6, "beam_width": 3, "exclude_input_in_output": true});
+    let (s, v) = post(&app, GENERATE, &body).await;
+    assert_eq!(s, 200, "{v}");
+    let (texts, cums) = beams_of(&v);
+    assert_eq!((texts.len(), cums.len()), (3, 3), "{v}");
+    assert!(cums.iter().all(|c| c.is_finite() && *c <= 0.0), "{cums:?}");
+    let distinct: std::collections::HashSet<&String> = texts.iter().collect();
+    assert_eq!(distinct.len(), 3, "three different hypotheses: {texts:?}");
+    assert!(v.get("output_log_probs").is_none(), "no per-token log-probs for beams: {v}");
+    // Deterministic, and the prompt is in front unless excluded.
+    let mut with_input = body.clone();
+    with_input["exclude_input_in_output"] = json!(false);
+    let (_, w) = post(&app, GENERATE, &with_input).await;
+    let (wt, wc) = beams_of(&w);
+    assert_eq!(wt, texts.iter().map(|t| format!("{prompt}{t}")).collect::<Vec<_>>());
+    assert_eq!(wc, cums);
+    // Streamed: the beams come in one last event, the same as non-streamed.
+    let events = stream_events(&app, GENERATE_STREAM, &body).await;
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(beams_of(&last), (texts.clone(), cums.clone()), "{events:?}");
+    // beam_width 1 stays a plain string.
+    let (_, one) = post(&app, GENERATE, &json!({"text_input": prompt, "max_tokens": 6, "beam_width": 1})).await;
+    assert!(one["text_output"].is_string(), "{one}");
+}
+
+#[tokio::test]
+async fn openai_beam_search_returns_the_n_best_beams_as_choices() {
+    let app = need_model!(main_app());
+    let prompt = "The capital of France is";
+    let (_, tri) = post(&app, GENERATE, &json!({"text_input": prompt, "max_tokens": 6, "beam_width": 3, "exclude_input_in_output": true})).await;
+    let (beams, _) = beams_of(&tri);
+    let body = json!({"prompt": prompt, "max_tokens": 6, "n": 2, "best_of": 3, "use_beam_search": true});
+    let (s, v) = post(&app, COMPLETIONS, &body).await;
+    assert_eq!(s, 200, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    let texts: Vec<&str> = choices.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, vec![beams[0].as_str(), beams[1].as_str()], "the 2 best of the same 3 beams");
+    assert!(choices.iter().enumerate().all(|(i, c)| c["index"] == i && c["finish_reason"] == "length"), "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 12);
+    // Two prompts: n choices each, prompt-major.
+    let (s, v) = post(&app, COMPLETIONS, &json!({"prompt": [prompt, "Once upon a time"], "max_tokens": 4, "n": 2, "use_beam_search": true})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 4);
+    // Chat too.
+    let chat = json!({"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 5, "n": 2, "use_beam_search": true});
+    let (s, v) = post(&app, CHAT, &chat).await;
+    assert_eq!(s, 200, "{v}");
+    let c = v["choices"].as_array().unwrap();
+    assert_eq!(c.len(), 2);
+    assert_ne!(c[0]["message"]["content"], c[1]["message"]["content"]);
+    // What beam search refuses.
+    let bad = |extra: Value| {
+        let mut b = body.clone();
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b
+    };
+    for (extra, param, fragment) in [
+        (json!({"temperature": 0.7}), "temperature", "deterministic"),
+        (json!({"stream": true}), "stream", "use_beam_search"),
+        (json!({"logprobs": 1}), "logprobs", "use_beam_search"),
+        (json!({"best_of": 1}), "best_of", "must be in n = 2"),
+        (json!({"best_of": 5}), "best_of", "1..=4"),
+    ] {
+        let (s, v) = post(&app, COMPLETIONS, &bad(extra.clone())).await;
+        assert_openai(s, &v, 400, Some(param), fragment);
+    }
+    // Without use_beam_search, best_of > n is still refused.
+    let (s, v) = post(&app, COMPLETIONS, &json!({"prompt": "hi", "max_tokens": 2, "n": 1, "best_of": 2})).await;
+    assert_openai(s, &v, 400, Some("best_of"), "use_beam_search");
+}
+
 // ---- item 10: log-probs ------------------------------------------------------------
 
 #[tokio::test]
@@ -517,8 +601,8 @@ async fn api_key_guards_every_route_but_health() {
         assert!(s.is_success(), "{method} {uri} with the key: {s} {}", String::from_utf8_lossy(&b));
     }
     for uri in ["/health", "/v2/health/ready", "/v2/health/live"] {
-        let (s, _, _) = call(&app, "GET", uri, &[], Body::empty()).await;
-        assert_eq!(s, 200, "{uri} stays open");
+        let (s, _, b) = call(&app, "GET", uri, &[], Body::empty()).await;
+        assert_eq!(s, 200, "{uri} stays open: {}", String::from_utf8_lossy(&b));
     }
     // Path tricks over a real socket (no client-side normalisation): never a bypass.
     let addr = spawn_server(state);

@@ -20,6 +20,9 @@ fn expected_size(entry: &str) -> usize {
         "kv_append" => size_of::<KvAppendParams>(),
         "decode_attention_d64" | "decode_attention_d128" => size_of::<DecodeAttentionParams>(),
         "decode_attention_merge" => size_of::<AttentionMergeParams>(),
+        "context_attention_d64" | "context_attention_d128" => size_of::<ContextAttentionParams>(),
+        "fill_uniform" => size_of::<FillUniformParams>(),
+        f if f.starts_with("gemm_") || f.starts_with("gate_up_silu_") => size_of::<GemmParams>(),
         other => panic!("entry point {entry}: family {other} has no expected parameter struct in this test; add it"),
     }
 }
@@ -38,6 +41,9 @@ fn parameter_structs_have_no_implicit_padding() {
     assert_eq!(size_of::<KvAppendParams>(), 7 * 8 + 10 * 4);
     assert_eq!(size_of::<DecodeAttentionParams>(), 8 * 8 + 10 * 4);
     assert_eq!(size_of::<AttentionMergeParams>(), 3 * 8 + 6 * 4);
+    assert_eq!(size_of::<ContextAttentionParams>(), 8 * 8 + 12 * 4);
+    assert_eq!(size_of::<GemmParams>(), 5 * 8 + 4 * 4);
+    assert_eq!(size_of::<FillUniformParams>(), 3 * 8 + 2 * 4);
 }
 
 #[test]

@@ -13,11 +13,11 @@ mod serve;
 mod static_batch;
 pub mod stats;
 
-use crate::generate::Weights;
+use crate::engine_args::EngineArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use models::load::WeightFormat;
-use models::{Llm, LlmConfig};
+use host_runtime::executor::Executor;
+use models::{Llm, SyntheticEngine};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -45,68 +45,84 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
 }
 
-/// The in-process engine's settings (shared by `static` and `serve`).
+/// The in-process engine's settings (shared by `static` and `serve`): the engine flags
+/// `inflight serve` has too, and the synthetic mode.
 #[derive(Args, Debug, Clone)]
-pub struct EngineArgs {
-    /// A known model name, a `.gguf` file or a Hugging Face checkpoint directory.
-    #[arg(long, default_value = models::fetch::DEFAULT_MODEL)]
-    model: String,
+pub struct BenchEngineArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Random weights for an architecture (the GPU engine's synthetic mode).
     #[arg(long, value_name = "ARCH")]
     synthetic: Option<String>,
-    /// Weight format on the CPU.
-    #[arg(long, value_enum, default_value_t = Weights::Native)]
-    weights: Weights,
-    /// Requests running at once in the engine (at least the largest batch).
-    #[arg(long, default_value_t = 64)]
-    max_batch_size: usize,
-    /// Tokens computed in one step.
-    #[arg(long, default_value_t = 2048)]
-    max_num_tokens: usize,
-    /// Longest sequence (prompt + generated); default the model's context.
-    #[arg(long)]
-    max_seq_len: Option<usize>,
-    /// Positions per KV-cache block.
-    #[arg(long, default_value_t = 32)]
-    tokens_per_block: usize,
-    /// Upper bound on the KV cache, in MiB.
-    #[arg(long, default_value_t = 4096)]
-    kv_cache_mb: u64,
-    /// Do not reuse cached prompt prefixes.
-    #[arg(long)]
-    no_kv_reuse: bool,
 }
 
-impl EngineArgs {
-    /// Fails at once for what this build cannot run (`--synthetic`).
+impl BenchEngineArgs {
+    /// Fails at once for an unknown `--synthetic` architecture (before any work).
     pub fn check(&self) -> Result<()> {
         if let Some(arch) = &self.synthetic {
-            bail!("--synthetic {arch}: the random-weight (synthetic) mode needs the GPU engine, which is not built yet; benchmark a real checkpoint with --model on the CPU backend meanwhile");
+            if models::config::ModelConfig::named(arch).is_none() {
+                bail!("--synthetic {arch}: unknown architecture (known: {})", models::config::NAMED_CONFIGS.join(", "));
+            }
         }
         Ok(())
     }
 
-    /// Loads the model (not timed by the benchmarks) with room for `min_batch` requests.
-    pub fn load(&self, min_batch: usize, queue: usize) -> Result<Llm> {
+    /// Loads the model, or generates random weights on the GPU for `--synthetic` (not timed
+    /// by the benchmarks), with room for `min_batch` requests.
+    pub fn load(&self, min_batch: usize, queue: usize) -> Result<BenchEngine> {
         self.check()?;
-        let cfg = LlmConfig {
-            weights: match self.weights {
-                Weights::Native => WeightFormat::Native,
-                Weights::F32 => WeightFormat::F32,
-            },
-            max_batch_size: self.max_batch_size.max(min_batch).max(1),
-            max_queue_size: queue.max(1024),
-            max_num_tokens: self.max_num_tokens,
-            max_seq_len: self.max_seq_len,
-            tokens_per_block: self.tokens_per_block,
-            kv_cache_bytes: Some(self.kv_cache_mb << 20),
-            enable_kv_cache_reuse: !self.no_kv_reuse,
-            ..LlmConfig::new(self.model.clone())
-        };
+        let mut cfg = self.engine.llm_config(queue.max(1024));
+        cfg.max_batch_size = cfg.max_batch_size.max(min_batch).max(1);
         let t0 = std::time::Instant::now();
-        let llm = Llm::new(cfg).with_context(|| format!("loading {}", self.model))?;
-        eprintln!("inflight: loaded {} in {:.1} s", self.model, t0.elapsed().as_secs_f64());
-        Ok(llm)
+        let engine = match &self.synthetic {
+            Some(arch) => BenchEngine::Synthetic { name: format!("synthetic {arch}"), engine: SyntheticEngine::new(arch, &cfg, 1).with_context(|| format!("--synthetic {arch}"))? },
+            None => {
+                let model = &self.engine.model;
+                BenchEngine::Model(Box::new(Llm::new(cfg).with_context(|| format!("loading {model}"))?))
+            }
+        };
+        eprintln!("inflight: loaded {} in {:.1} s", engine.name(), t0.elapsed().as_secs_f64());
+        Ok(engine)
+    }
+}
+
+/// The in-process engine a benchmark drives: a loaded model, or random weights of a named
+/// architecture on the GPU (`--synthetic`, token ids only).
+pub enum BenchEngine {
+    Model(Box<Llm>),
+    Synthetic { name: String, engine: SyntheticEngine },
+}
+
+impl BenchEngine {
+    pub fn executor(&self) -> &Executor {
+        match self {
+            BenchEngine::Model(l) => l.executor(),
+            BenchEngine::Synthetic { engine, .. } => engine.executor(),
+        }
+    }
+
+    /// Token ids a synthetic prompt may use (the model's vocabulary, within the tokenizer's).
+    pub fn vocab(&self) -> usize {
+        match self {
+            BenchEngine::Model(l) => l.model.config().vocab_size.min(l.tokenizer.vocab_size()),
+            BenchEngine::Synthetic { engine, .. } => engine.model_config.vocab_size,
+        }
+    }
+
+    /// The model's vocabulary size (ids at or above it are invalid).
+    pub fn model_vocab(&self) -> usize {
+        match self {
+            BenchEngine::Model(l) => l.model.config().vocab_size,
+            BenchEngine::Synthetic { engine, .. } => engine.model_config.vocab_size,
+        }
+    }
+
+    /// What the reports call it: the model spec, or `synthetic <arch>`.
+    pub fn name(&self) -> String {
+        match self {
+            BenchEngine::Model(l) => format!("{} on {}", l.config.model, l.device),
+            BenchEngine::Synthetic { name, .. } => name.clone(),
+        }
     }
 }
 

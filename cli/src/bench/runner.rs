@@ -1,9 +1,8 @@
 //! Runs a list of requests through the in-process executor with given arrival times and a
 //! concurrency cap, timing every output piece as the executor releases it.
 
-use host_runtime::executor::{FinishReason, Output, Request};
+use host_runtime::executor::{Executor, FinishReason, Output, Request};
 use host_runtime::sampling::SamplingParams;
-use models::Llm;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ struct Piece {
 /// Runs `requests` (prompt, output length); request `i` is submitted at `t0 + arrivals[i]`
 /// (or later, while `concurrency` requests are in flight). Returns the results in request
 /// order and the time from the start to the last finish.
-pub fn run(llm: &Llm, requests: &[(Vec<u32>, usize)], arrivals: &[Duration], concurrency: Option<usize>) -> (Vec<RequestResult>, Duration) {
+pub fn run(executor: &Executor, requests: &[(Vec<u32>, usize)], arrivals: &[Duration], concurrency: Option<usize>) -> (Vec<RequestResult>, Duration) {
     let n = requests.len();
     let cap = concurrency.unwrap_or(usize::MAX).max(1);
     let (tx, rx) = mpsc::channel::<Piece>();
@@ -57,7 +56,7 @@ pub fn run(llm: &Llm, requests: &[(Vec<u32>, usize)], arrivals: &[Duration], con
             results[index].prompt_tokens = prompt.len();
             let t = Instant::now();
             start[index] = Some(t);
-            match llm.executor().submit_to(Request { prompt: prompt.clone(), sampling: bench_sampling(*out_len) }, Box::new(sink)) {
+            match executor.submit_to(Request { prompt: prompt.clone(), sampling: bench_sampling(*out_len) }, Box::new(sink)) {
                 Ok(_) => inflight += 1,
                 Err(e) => {
                     results[index].error = Some(format!("refused: {e}"));
@@ -93,7 +92,7 @@ pub fn run(llm: &Llm, requests: &[(Vec<u32>, usize)], arrivals: &[Duration], con
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if !llm.executor().is_alive() {
+                if !executor.is_alive() {
                     for r in results.iter_mut().filter(|r| r.error.is_none() && r.latency.is_zero()) {
                         r.error = Some("the executor stopped".into());
                     }

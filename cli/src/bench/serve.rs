@@ -7,7 +7,7 @@
 use super::dataset::{self, Rng, Sample};
 use super::runner::{self, RequestResult};
 use super::stats::Summary;
-use super::{http, write_json, EngineArgs};
+use super::{http, write_json, BenchEngineArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
@@ -18,7 +18,7 @@ use std::time::Duration;
 #[derive(Args, Debug)]
 pub struct ServeBenchArgs {
     #[command(flatten)]
-    engine: EngineArgs,
+    engine: BenchEngineArgs,
     /// Benchmark a running server (`http://HOST:PORT`) instead of an in-process engine.
     #[arg(long)]
     url: Option<String>,
@@ -218,7 +218,7 @@ pub fn run(a: ServeBenchArgs) -> Result<()> {
                 bail!("--input-len and --output-len must be at least 1");
             }
             let vocab = match &llm {
-                Some(l) => l.model.config().vocab_size.min(l.tokenizer.vocab_size()),
+                Some(l) => l.vocab(),
                 None => a.vocab_size,
             };
             if vocab == 0 {
@@ -228,9 +228,9 @@ pub fn run(a: ServeBenchArgs) -> Result<()> {
         }
     };
     if let Some(l) = &llm {
-        let vocab = l.model.config().vocab_size;
+        let vocab = l.model_vocab();
         if let Some((i, t)) = samples.iter().enumerate().find_map(|(i, s)| s.input_ids.iter().find(|&&t| t as usize >= vocab).map(|&t| (i, t))) {
-            bail!("request {i} has token id {t}, outside {}'s vocabulary (size {vocab}); regenerate the dataset with --model {}", l.config.model, l.config.model);
+            bail!("request {i} has token id {t}, outside {}'s vocabulary (size {vocab}); regenerate the dataset for this model", l.name());
         }
     }
     let times = arrivals(samples.len(), a.request_rate, &mut rng);
@@ -238,8 +238,8 @@ pub fn run(a: ServeBenchArgs) -> Result<()> {
         (Some(l), _) => {
             let reqs: Vec<(Vec<u32>, usize)> = samples.iter().map(|s| (s.input_ids.clone(), s.output_len)).collect();
             eprintln!("inflight: sending {} requests in process ...", reqs.len());
-            let (res, d) = runner::run(l, &reqs, &times, a.concurrency);
-            (format!("{} (in process)", l.config.model), res, d)
+            let (res, d) = runner::run(l.executor(), &reqs, &times, a.concurrency);
+            (format!("{} (in process)", l.name()), res, d)
         }
         (None, Some(u)) => {
             eprintln!("inflight: sending {} requests to {} ...", samples.len(), a.url.as_deref().unwrap_or(""));

@@ -4,7 +4,7 @@
 //! generated tokens per second, averaged over the timed runs (like gptSessionBenchmark).
 
 use super::dataset::Rng;
-use super::{runner, write_json, EngineArgs};
+use super::{runner, write_json, BenchEngineArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
@@ -14,7 +14,7 @@ use std::time::Duration;
 #[derive(Args, Debug)]
 pub struct StaticArgs {
     #[command(flatten)]
-    engine: EngineArgs,
+    engine: BenchEngineArgs,
     /// Batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     batch_sizes: Vec<usize>,
@@ -85,8 +85,8 @@ pub fn run(a: StaticArgs) -> Result<()> {
         bail!("--runs must be at least 1");
     }
     let max_batch = *a.batch_sizes.iter().max().unwrap_or(&1);
-    let llm = a.engine.load(max_batch, max_batch)?;
-    let vocab = llm.model.config().vocab_size.min(llm.tokenizer.vocab_size()).max(1);
+    let engine = a.engine.load(max_batch, max_batch)?;
+    let vocab = engine.vocab().max(1);
     let mut rng = Rng::new(a.seed);
     let mut results = Vec::new();
     for &batch in &a.batch_sizes {
@@ -95,7 +95,7 @@ pub fn run(a: StaticArgs) -> Result<()> {
             for run in 0..a.warmup + a.runs {
                 // Fresh prompts every run: no prefix-cache hits across runs.
                 let reqs: Vec<(Vec<u32>, usize)> = (0..batch).map(|_| (rng.tokens(input, vocab), output)).collect();
-                let (res, took) = runner::run(&llm, &reqs, &vec![Duration::ZERO; batch], None);
+                let (res, took) = runner::run(engine.executor(), &reqs, &vec![Duration::ZERO; batch], None);
                 if let Some(e) = res.iter().find_map(|r| r.error.as_ref()) {
                     bail!("batch {batch}, input {input}, output {output}: a request failed: {e}");
                 }
@@ -125,9 +125,9 @@ pub fn run(a: StaticArgs) -> Result<()> {
             results.push(r);
         }
     }
-    println!("{}", table(&llm.config.model, &results));
+    println!("{}", table(&engine.name(), &results));
     if let Some(p) = &a.json {
-        write_json(p, &serde_json::json!({ "model": llm.config.model, "results": results }))?;
+        write_json(p, &serde_json::json!({ "model": engine.name(), "results": results }))?;
     }
     Ok(())
 }

@@ -14,6 +14,7 @@
 //! - 16-bit floating-point storage (f16, bf16) is computed in f32 inside the kernels.
 #![no_std]
 
+pub mod gemm;
 pub mod manifest;
 pub mod paged;
 pub mod params;

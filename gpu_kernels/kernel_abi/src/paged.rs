@@ -62,6 +62,18 @@
 //! [`DECODE_THREADS`] threads (4 warps) gives each warp one 16-row tensor-core M tile of
 //! query heads, so groups of up to 16 heads use 4 warps on different tokens, up to 32 two
 //! by two, up to 64 one each.
+//!
+//! # Context-attention (paged FMHA) specialisations
+//!
+//! Causal flash attention of context (prefill) tokens over the same pools and tables
+//! (`context_attention_d{64,128}_{bf16,f16}`, [`context_attention_entry`], checked by
+//! [`check_context_spec`]): the same element types, head sizes and block sizes as decode, any
+//! `num_heads` that is a multiple of `num_kv_heads` (MHA, GQA, MQA; no group limit). A CTA of
+//! [`CONTEXT_THREADS`] threads takes [`CONTEXT_Q_TILE`] query tokens of one head and walks
+//! the keys in tiles of [`CONTEXT_KV_TILE`]; every supported block size is a multiple of 16,
+//! so each 16-key quarter of a tile lies in one block (one table lookup, one validity bit).
+//! Keys past `start + new` or in blocks with invalid ids are masked and their K/V rows are
+//! zero-filled in shared memory without reading the pools.
 
 use crate::StorageType;
 
@@ -83,6 +95,12 @@ pub const MAX_GROUP: u32 = 64;
 pub const MAX_SPLITS: u32 = 256;
 /// The conventional filler of unused block-table entries (any id `>= num_blocks` is skipped).
 pub const INVALID_BLOCK: u32 = u32::MAX;
+/// Threads per CTA of `context_attention_*` (4 warps, 16 query rows each).
+pub const CONTEXT_THREADS: u32 = 128;
+/// Query tokens per CTA of `context_attention_*`.
+pub const CONTEXT_Q_TILE: u32 = 64;
+/// Keys per iteration (one shared-memory K/V tile) of `context_attention_*`.
+pub const CONTEXT_KV_TILE: u32 = 64;
 
 /// Row index (in units of `head_dim` elements) of `(block, kv_head, slot)` in a pool.
 #[inline(always)]
@@ -137,6 +155,35 @@ pub const fn kv_append_entry(kv: StorageType) -> Option<&'static str> {
         StorageType::F16 => Some("kv_append_f16"),
         StorageType::F32 => None,
     }
+}
+
+/// The context-attention (paged FMHA) entry point for `kv` elements and `head_dim`.
+pub const fn context_attention_entry(kv: StorageType, head_dim: u32) -> Option<&'static str> {
+    match (kv, head_dim) {
+        (StorageType::Bf16, 64) => Some("context_attention_d64_bf16"),
+        (StorageType::Bf16, 128) => Some("context_attention_d128_bf16"),
+        (StorageType::F16, 64) => Some("context_attention_d64_f16"),
+        (StorageType::F16, 128) => Some("context_attention_d128_f16"),
+        _ => None,
+    }
+}
+
+/// Checks that a context-attention configuration is compiled: decode's element types, head
+/// sizes and block sizes, `num_heads` a positive multiple of `num_kv_heads` (any group size).
+pub const fn check_context_spec(kv: StorageType, head_dim: u32, tokens_per_block: u32, num_heads: u32, num_kv_heads: u32) -> Result<(), SpecError> {
+    if !matches!(kv, StorageType::Bf16 | StorageType::F16) {
+        return Err(SpecError::KvType(kv));
+    }
+    if context_attention_entry(kv, head_dim).is_none() {
+        return Err(SpecError::HeadDim(head_dim));
+    }
+    if !matches!(tokens_per_block, 16 | 32 | 64 | 128) {
+        return Err(SpecError::TokensPerBlock(tokens_per_block));
+    }
+    if num_kv_heads == 0 || num_heads == 0 || num_heads % num_kv_heads != 0 {
+        return Err(SpecError::Heads { num_heads, num_kv_heads });
+    }
+    Ok(())
 }
 
 /// Why a decode-attention configuration has no kernel.
@@ -229,6 +276,26 @@ mod tests {
         assert_eq!(check_decode_spec(StorageType::Bf16, 128, 8, 8, 8), Err(SpecError::TokensPerBlock(8)));
         assert_eq!(check_decode_spec(StorageType::Bf16, 128, 16, 12, 8), Err(SpecError::Heads { num_heads: 12, num_kv_heads: 8 }));
         assert_eq!(check_decode_spec(StorageType::Bf16, 128, 16, 128, 1), Err(SpecError::Group(128)));
+    }
+
+    #[test]
+    fn context_specialisations_have_entries() {
+        for t in DECODE_KV_TYPES {
+            for d in DECODE_HEAD_DIMS {
+                let e = context_attention_entry(t, d).unwrap();
+                assert!(crate::manifest::contains(e), "{e}");
+                for tpb in DECODE_TOKENS_PER_BLOCK {
+                    for (h, kvh) in [(32, 32), (32, 8), (64, 8), (32, 1), (128, 1)] {
+                        assert_eq!(check_context_spec(t, d, tpb, h, kvh), Ok(()));
+                    }
+                }
+            }
+        }
+        assert!(CONTEXT_KV_TILE % TILE_TOKENS == 0 && DECODE_TOKENS_PER_BLOCK.iter().all(|t| t % TILE_TOKENS == 0));
+        assert_eq!(check_context_spec(StorageType::F32, 128, 16, 8, 8), Err(SpecError::KvType(StorageType::F32)));
+        assert_eq!(check_context_spec(StorageType::F16, 96, 16, 8, 8), Err(SpecError::HeadDim(96)));
+        assert_eq!(check_context_spec(StorageType::Bf16, 64, 48, 8, 8), Err(SpecError::TokensPerBlock(48)));
+        assert_eq!(check_context_spec(StorageType::Bf16, 64, 16, 12, 8), Err(SpecError::Heads { num_heads: 12, num_kv_heads: 8 }));
     }
 
     #[test]

@@ -219,3 +219,81 @@ pub struct AttentionMergeParams {
     pub out_seq_stride: u32,
     pub _pad: u32,
 }
+
+/// `fill_uniform_<t>`: `out[i] = center + half_width × u(seed, i)` for `i < n`, `u` uniform
+/// in `[-1, 1)` from `kernel_math::random::uniform_pm1` (counter-based: the values do not
+/// depend on the launch geometry), rounded once to the storage type. Synthetic weights.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FillUniformParams {
+    pub out: DevPtr,
+    pub n: u64,
+    pub seed: u64,
+    pub center: f32,
+    pub half_width: f32,
+}
+
+/// `context_attention_d<head_dim>_<t>`: causal flash attention of the new (context / prefill)
+/// tokens of several sequences over their paged K/V (layout and specialisations:
+/// [`crate::paged`]); the new tokens' own K/V are already in the pools (`kv_append`).
+///
+/// Sequence `b` (`b < batch`) has `new_tokens[b]` new tokens at rows
+/// `q_offsets[b] .. q_offsets[b] + new_tokens[b]` of `q` and `out` (all three `u32` arrays of
+/// `batch`); new token `i` sits at position `start_pos[b] + i` and attends positions
+/// `0 ..= start_pos[b] + i`, read through row `b` of `block_tables`. Query head `h` reads KV
+/// head `h / (num_heads / num_kv_heads)`.
+///
+/// - `q`: token `t`, head `h` at `q[t * q_token_stride + h * head_dim ..][..head_dim]`;
+/// - `out`: the same layout with `out_token_stride`; rows of no sequence are not written.
+///
+/// Grid `(num_heads, batch, num_q_tiles)`, [`crate::paged::CONTEXT_THREADS`] threads; CTA
+/// `(h, b, z)` computes query tile `num_q_tiles - 1 - z` (the longest tiles start first) of
+/// [`crate::paged::CONTEXT_Q_TILE`] tokens. Rows past `total_tokens` are neither read nor
+/// written; positions past `max_blocks_per_seq * tokens_per_block` and tokens of block ids
+/// `>= num_blocks` are masked (see [`crate::paged`], "Invalid input").
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContextAttentionParams {
+    pub q: DevPtr,
+    pub out: DevPtr,
+    pub k_pool: DevPtr,
+    pub v_pool: DevPtr,
+    pub block_tables: DevPtr,
+    pub q_offsets: DevPtr,
+    pub new_tokens: DevPtr,
+    pub start_pos: DevPtr,
+    pub batch: u32,
+    pub num_heads: u32,
+    pub num_kv_heads: u32,
+    pub tokens_per_block: u32,
+    pub max_blocks_per_seq: u32,
+    pub num_blocks: u32,
+    pub total_tokens: u32,
+    pub num_q_tiles: u32,
+    pub q_token_stride: u32,
+    pub out_token_stride: u32,
+    pub scale_log2: f32,
+    pub _pad: u32,
+}
+
+/// `gemm_<path>_<t>` and `gate_up_silu_<path>_<t>` (t = bf16, f16; paths, shape rules and
+/// what each computes: [`crate::gemm`]).
+///
+/// - `x`: `[m, k]`, `w`: `[n, k]` (`gemm`) or `[2 n, k]` (`gate_up_silu`: gate rows, then up
+///   rows), `out`: `[m, n]`, all row-major and contiguous;
+/// - `bias` (`[n]`) and `residual` (`[m, n]`) are optional (null = absent; `gemm` only):
+///   `out = x · wᵀ + bias + residual`, summed in f32 and rounded once. `out` aliases none of
+///   the inputs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GemmParams {
+    pub x: DevPtr,
+    pub w: DevPtr,
+    pub bias: DevPtr,
+    pub residual: DevPtr,
+    pub out: DevPtr,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub _pad: u32,
+}

@@ -10,7 +10,10 @@ pub mod codec;
 pub mod reduce;
 pub mod act;
 pub mod attention;
+pub mod fmha;
+pub mod gemm;
 pub mod rope;
+pub mod random;
 
 /// The transcendental functions a formula needs, supplied by the caller's platform.
 pub trait Transcendentals {

@@ -57,8 +57,10 @@ macro_rules! unroll {
     }};
 }
 
+pub(crate) use unroll;
+
 /// The 16-bit element types of the K/V pools: what the tensor cores multiply.
-trait KvElem: Storage {
+pub(crate) trait KvElem: Storage {
     const BF16: bool;
     /// Two f32 → packed pair (`lo` in the low half), round to nearest even.
     fn pack2(lo: f32, hi: f32) -> u32;
@@ -83,7 +85,7 @@ impl KvElem for F16 {
 /// `c += A·B` for one `m16n8k16` tile (f32 accumulators), fragments as in
 /// `kernel_math::attention`.
 #[inline(always)]
-fn mma<E: KvElem>(c: &mut [f32; 4], a: &[u32; 4], b: &[u32; 2]) {
+pub(crate) fn mma<E: KvElem>(c: &mut [f32; 4], a: &[u32; 4], b: &[u32; 2]) {
     // SAFETY: a register-only warp instruction; callers execute it with the whole warp
     // converged. Not `pure`: LLVM must not move a `.sync.aligned` instruction across control
     // flow.

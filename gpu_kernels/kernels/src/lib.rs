@@ -29,6 +29,14 @@ mod rope;
 mod softmax;
 #[cfg(target_arch = "nvptx64")]
 mod attention;
+#[cfg(target_arch = "nvptx64")]
+mod context_attention;
+#[cfg(target_arch = "nvptx64")]
+mod tensor_core;
+#[cfg(target_arch = "nvptx64")]
+mod gemm;
+#[cfg(target_arch = "nvptx64")]
+mod random;
 
 #[cfg(target_arch = "nvptx64")]
 #[panic_handler]

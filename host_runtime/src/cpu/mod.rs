@@ -4,12 +4,16 @@
 //! dtype takes the rounding function `round` for it.
 
 mod alloc;
+mod gemm;
 mod matmul;
 mod ops;
 mod paged;
 pub mod qdot;
+mod random;
 
 pub use alloc::keep_large_allocations_in_heap;
+pub use gemm::{gate_up_silu_f64, gemm_f64};
 pub use matmul::{dot, matmul_dot, matmul_nt, matmul_nt_rows, WeightRows};
 pub use ops::*;
-pub use paged::{PagedBatch, PagedKvStore};
+pub use paged::{ContextSeq, PagedBatch, PagedKvStore};
+pub use random::fill_uniform;

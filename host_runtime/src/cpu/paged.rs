@@ -105,6 +105,69 @@ impl PagedKvStore {
     }
 }
 
+/// The new tokens of one sequence for [`PagedKvStore::context_attention`].
+#[derive(Clone, Copy, Debug)]
+pub struct ContextSeq {
+    /// Row of the first new token in `q` and in the output.
+    pub q_offset: usize,
+    pub new_tokens: usize,
+    /// Tokens already in the cache before the new ones.
+    pub start_pos: usize,
+}
+
+impl PagedKvStore {
+    /// Causal context attention (paged FMHA): new token `i` of sequence `b` (row
+    /// `q_offset + i` of `q`, rows `q_token_stride` apart, heads contiguous) at position
+    /// `start_pos + i` attends the readable positions `0 ..= start_pos + i` of its row of
+    /// `batch.table` (below `max_blocks_per_seq × tokens_per_block`, tokens in blocks with
+    /// invalid ids skipped), f64 accumulation; a row with no readable position gets zeros.
+    /// `batch.seq_lens` is not read. Returns `[total_rows][num_heads][head_dim]`, rows of no
+    /// sequence zero.
+    pub fn context_attention(&self, batch: &PagedBatch, seqs: &[ContextSeq], q: &[f32], num_heads: usize, scale: f32, q_token_stride: usize, total_rows: usize) -> Vec<f32> {
+        let d = self.head_dim;
+        let group = num_heads / self.num_kv_heads;
+        let mut owner = vec![None; total_rows];
+        for (b, s) in seqs.iter().enumerate() {
+            for i in 0..s.new_tokens {
+                owner[s.q_offset + i] = Some((b, i));
+            }
+        }
+        let mut out = vec![0f32; total_rows * num_heads * d];
+        out.par_chunks_mut(d).enumerate().for_each(|(idx, o)| {
+            let (row, h) = (idx / num_heads, idx % num_heads);
+            let Some((b, i)) = owner[row] else { return };
+            let end = (seqs[b].start_pos + i + 1).min(batch.max_blocks_per_seq * self.tokens_per_block);
+            let kvh = h / group;
+            let rows: Vec<usize> = (0..end).filter_map(|pos| self.block_of(batch, b, pos).map(|blk| self.offset(blk, kvh, pos % self.tokens_per_block))).collect();
+            self.attend(&q[row * q_token_stride + h * d..][..d], &rows, scale, o);
+        });
+        out
+    }
+
+    /// `o = softmax(scale · q · Kᵀ) · V` over the pool rows `rows` (f64), zeros when empty.
+    fn attend(&self, q: &[f32], rows: &[usize], scale: f32, o: &mut [f32]) {
+        let d = self.head_dim;
+        if rows.is_empty() {
+            o.fill(0.0);
+            return;
+        }
+        let scores: Vec<f64> = rows.iter().map(|&r| self.k[r..r + d].iter().zip(q).map(|(&k, &q)| k as f64 * q as f64).sum::<f64>() * scale as f64).collect();
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut acc = vec![0f64; d];
+        let mut sum = 0f64;
+        for (&r, s) in rows.iter().zip(&scores) {
+            let w = (s - max).exp();
+            sum += w;
+            for (a, &v) in acc.iter_mut().zip(&self.v[r..r + d]) {
+                *a += w * v as f64;
+            }
+        }
+        for (o, a) in o.iter_mut().zip(acc) {
+            *o = (a / sum) as f32;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +203,30 @@ mod tests {
         let bad = [u32::MAX; 4];
         let none = PagedBatch { table: &bad, max_blocks_per_seq: 4, seq_lens: &lens };
         assert!(store.decode_attention(&none, &q, heads, 0.5, heads * d).iter().all(|&x| x == 0.0));
+    }
+
+    /// Each new token's context attention equals decode attention over its prefix, and a
+    /// context split in two chunks equals the whole.
+    #[test]
+    fn context_attention_is_causal_decode_per_token() {
+        let (tpb, d, kvh, heads, len) = (4usize, 8usize, 2usize, 4usize, 11usize);
+        let mut store = PagedKvStore::new(6, kvh, tpb, d, f32::NAN);
+        let table = [4u32, 0, 2, u32::MAX];
+        let k: Vec<f32> = (0..len * kvh * d).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect();
+        let v: Vec<f32> = (0..len * kvh * d).map(|i| ((i * 5) % 11) as f32 / 5.0 - 1.0).collect();
+        let pos: Vec<u32> = (0..len as u32).collect();
+        let lens = [len as u32];
+        let batch = PagedBatch { table: &table, max_blocks_per_seq: 4, seq_lens: &lens };
+        store.append(&batch, &vec![0; len], &pos, &k, kvh * d, &v, kvh * d);
+        let q: Vec<f32> = (0..len * heads * d).map(|i| ((i * 3) % 7) as f32 / 3.0 - 1.0).collect();
+        let whole = store.context_attention(&batch, &[ContextSeq { q_offset: 0, new_tokens: len, start_pos: 0 }], &q, heads, 0.4, heads * d, len);
+        for t in 0..len {
+            let l = [t as u32 + 1];
+            let dec = store.decode_attention(&PagedBatch { table: &table, max_blocks_per_seq: 4, seq_lens: &l }, &q[t * heads * d..], heads, 0.4, heads * d);
+            assert_eq!(&whole[t * heads * d..][..heads * d], &dec[..]);
+        }
+        // Chunk 2 (tokens 5..11) after chunk 1, placed at rows 0.. of its own q.
+        let tail = store.context_attention(&batch, &[ContextSeq { q_offset: 0, new_tokens: 6, start_pos: 5 }], &q[5 * heads * d..], heads, 0.4, heads * d, 6);
+        assert_eq!(&whole[5 * heads * d..], &tail[..]);
     }
 }

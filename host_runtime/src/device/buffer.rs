@@ -90,3 +90,50 @@ impl Gpu {
         self.stream().memcpy_htod(data, &mut buf.slice).map_err(|e| DeviceError::driver("cuMemcpyHtoD", e))
     }
 }
+
+/// Checks that `offset..offset + len` lies inside a buffer of `have` elements.
+fn check_range(op: &'static str, have: usize, offset: usize, len: usize) -> Result<(), DeviceError> {
+    if offset.checked_add(len).is_none_or(|end| end > have) {
+        return Err(DeviceError::invalid(op, format!("elements {offset}..{} are outside the buffer of {have}", offset.saturating_add(len))));
+    }
+    Ok(())
+}
+
+impl Gpu {
+    /// Copies elements `offset..offset + out.len()` of `buf` to the host (waits for queued
+    /// work, then for the copy).
+    pub fn download_range<T: DeviceRepr>(&self, buf: &DeviceBuffer<T>, offset: usize, out: &mut [T]) -> Result<(), DeviceError> {
+        check_range("download_range", buf.len(), offset, out.len())?;
+        let view = buf.slice.slice(offset..offset + out.len());
+        self.stream().memcpy_dtoh(&view, out).map_err(|e| DeviceError::driver("cuMemcpyDtoH", e))?;
+        self.synchronize()
+    }
+
+    /// Overwrites elements `offset..offset + data.len()` of `buf` with host data.
+    pub fn upload_range<T: DeviceRepr>(&self, buf: &mut DeviceBuffer<T>, offset: usize, data: &[T]) -> Result<(), DeviceError> {
+        check_range("upload_range", buf.len(), offset, data.len())?;
+        let mut view = buf.slice.slice_mut(offset..offset + data.len());
+        self.stream().memcpy_htod(data, &mut view).map_err(|e| DeviceError::driver("cuMemcpyHtoD", e))
+    }
+
+    /// Copies `len` elements at `src` to `dst` inside one buffer (the ranges must not overlap).
+    pub fn copy_within<T: DeviceRepr>(&self, buf: &mut DeviceBuffer<T>, src: usize, dst: usize, len: usize) -> Result<(), DeviceError> {
+        const OP: &str = "copy_within";
+        check_range(OP, buf.len(), src, len)?;
+        check_range(OP, buf.len(), dst, len)?;
+        if len == 0 || src == dst {
+            return Ok(());
+        }
+        if src.abs_diff(dst) < len {
+            return Err(DeviceError::invalid(OP, format!("source {src} and destination {dst} of {len} elements overlap")));
+        }
+        let mid = src.max(dst);
+        let (mut lo, mut hi) = buf.slice.split_at_mut(mid);
+        let r = if src < dst {
+            self.stream().memcpy_dtod(&lo.slice(src..src + len), &mut hi.slice_mut(0..len))
+        } else {
+            self.stream().memcpy_dtod(&hi.slice(0..len), &mut lo.slice_mut(dst..dst + len))
+        };
+        r.map_err(|e| DeviceError::driver("cuMemcpyDtoD", e))
+    }
+}

@@ -4,6 +4,13 @@
 //! while planning a step and while applying its results, never during the backend's
 //! forward pass, so `submit` and `cancel` answer at once.
 //!
+//! Health probes ([`super::probe`]) run between steps, as steps of their own on the block
+//! kept for them. A backend that panics (in a step or a probe) stops the loop: its state is
+//! unknown after the unwind, so the step's requests end with the panic's message, every other
+//! request with "the engine loop stopped: …", the executor refuses new work and reports
+//! itself dead (`is_alive` false, `fault` says why). A backend that returns an error fails
+//! that step's requests only; the loop goes on.
+//!
 //! A beam search request's items of a step (its context's last chunk, then one item per
 //! beam, consecutive and in beam order) are applied together: their logits rows go to its
 //! `BeamSearch`, whose parents and tokens go to `Scheduler::on_beam_step_done`; it ends
@@ -11,6 +18,7 @@
 
 use super::backend::{Backend, BackendItem};
 use super::detok::Detokenizer;
+use super::probe::Probe;
 use super::request::FinishReason;
 use super::sequence::Sequence;
 use crate::scheduler::{RequestId, Scheduler, Step, StepItem};
@@ -33,6 +41,16 @@ pub(super) struct Shared {
     pub alive: bool,
     pub last_stats: Option<String>,
     pub metrics: super::ExecutorMetrics,
+    /// Health probes waiting for the loop.
+    pub probes: Vec<Probe>,
+    /// Why the loop stopped, when a backend panic stopped it.
+    pub fault: Option<String>,
+}
+
+/// What the loop does next.
+enum Work {
+    Step(Step),
+    Probes(Vec<Probe>),
 }
 
 pub(super) struct LoopCtx {
@@ -40,6 +58,10 @@ pub(super) struct LoopCtx {
     pub backend: Box<dyn Backend>,
     pub detok: Arc<dyn Detokenizer>,
     pub max_seq_len: usize,
+    /// The block kept out of the scheduler's pool for health probes.
+    pub probe_block: crate::kv::BlockId,
+    /// Set when the backend panicked: the loop stops after the current work.
+    pub fatal: Option<String>,
 }
 
 /// Marks the loop dead when it exits, however it exits.
@@ -51,10 +73,16 @@ impl Drop for AliveGuard {
         let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
         s.alive = false;
         s.closed = true;
+        // Pending probes get their channel closed: "the engine loop stopped".
+        s.probes.clear();
+        let why = match &s.fault {
+            Some(f) => format!("the engine loop stopped: {f}"),
+            None => "the engine loop stopped".to_string(),
+        };
         let ids: Vec<RequestId> = s.sequences.keys().copied().collect();
         for id in ids {
             if let Some(mut seq) = s.sequences.remove(&id) {
-                seq.finish(FinishReason::Error("the engine loop stopped".into()));
+                seq.finish(FinishReason::Error(why.clone()));
             }
             s.scheduler.cancel(id);
         }
@@ -65,20 +93,34 @@ impl Drop for AliveGuard {
 impl LoopCtx {
     pub fn run(mut self) {
         let _guard = AliveGuard(self.shared.clone());
-        while let Some(step) = self.plan() {
-            let t0 = Instant::now();
-            let result = self.compute(&step);
-            self.apply(step, result, t0);
+        while let Some(work) = self.plan() {
+            match work {
+                Work::Probes(p) => self.run_probes(p),
+                Work::Step(step) => {
+                    let t0 = Instant::now();
+                    let result = self.compute(&step);
+                    self.apply(step, result, t0);
+                }
+            }
+            if let Some(f) = self.fatal.take() {
+                tracing::error!(target: "inflight::executor", "stopping the engine loop: {f}");
+                mark_stopped(&mut self.shared.0.lock().unwrap_or_else(|e| e.into_inner()), f);
+                return;
+            }
         }
     }
 
-    /// Waits for work and plans the next step; `None` when the loop should exit.
-    fn plan(&mut self) -> Option<Step> {
+    /// Waits for work and plans the next step (pending probes first); `None` when the loop
+    /// should exit.
+    fn plan(&mut self) -> Option<Work> {
         let (lock, cv) = &*self.shared;
         let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if s.stop && (!s.drain || s.sequences.is_empty()) {
                 return None;
+            }
+            if !s.probes.is_empty() {
+                return Some(Work::Probes(std::mem::take(&mut s.probes)));
             }
             if !s.sequences.is_empty() {
                 let step = s.scheduler.schedule();
@@ -89,7 +131,7 @@ impl LoopCtx {
                     || !step.swap_in.is_empty()
                     || !step.block_copies.is_empty();
                 if work {
-                    return Some(step);
+                    return Some(Work::Step(step));
                 }
                 // Nothing fits right now (waiting on memory held by nobody would be a
                 // scheduler bug; sleep briefly rather than spin).
@@ -102,7 +144,7 @@ impl LoopCtx {
     }
 
     /// Runs the host-tier copies and the forward pass (no lock held). A panicking backend
-    /// is caught and turned into an error for this step's requests.
+    /// is caught and turned into an error for this step's requests, and stops the loop.
     fn compute(&mut self, step: &Step) -> Result<Vec<Vec<f32>>, String> {
         let backend = &mut self.backend;
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<Vec<f32>>, String> {
@@ -132,7 +174,11 @@ impl LoopCtx {
         }));
         match run {
             Ok(r) => r,
-            Err(p) => Err(format!("backend panicked: {}", panic_message(&p))),
+            Err(p) => {
+                let msg = format!("backend panicked: {}", panic_message(&p));
+                self.fatal = Some(msg.clone());
+                Err(msg)
+            }
         }
     }
 
@@ -144,6 +190,10 @@ impl LoopCtx {
         s.steps += 1;
         match result {
             Err(msg) => {
+                if let Some(f) = &self.fatal {
+                    // Dead before anyone hears of the failure: no new work reaches the loop.
+                    mark_stopped(s, f.clone());
+                }
                 for it in &step.items {
                     if let Some(mut seq) = s.sequences.remove(&it.id) {
                         seq.finish(FinishReason::Error(msg.clone()));
@@ -256,7 +306,14 @@ impl LoopCtx {
     }
 }
 
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+/// Records why the loop stops and refuses new work from now on (`is_alive` false).
+pub(super) fn mark_stopped(s: &mut Shared, fault: String) {
+    s.fault.get_or_insert(fault);
+    s.closed = true;
+    s.alive = false;
+}
+
+pub(super) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

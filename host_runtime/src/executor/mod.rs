@@ -7,12 +7,16 @@
 //! - [`sequence`]: one request's output state (stop handling, hold-back, text deltas).
 //! - [`engine`]: the loop.
 //! - [`detok`]: text deltas through the model's tokenizer.
+//! - [`probe`]: health probes (a real one-token generation on a block kept for them).
 //!
 //! Invariants: submission is validated and either accepted or refused at once (never left
 //! waiting when it can never run); every accepted request gets exactly one final output
 //! (stop, length, cancelled or error), also when the backend fails or panics; a cancelled
 //! request's KV blocks are free before `cancel` returns; an iteration-stats JSON line is
-//! logged at debug level (`inflight::iteration`) after every step.
+//! logged at debug level (`inflight::iteration`) after every step. The last device block is
+//! kept for health probes ([`Executor::probe`]): the scheduler's pool has `num_blocks - 1`
+//! blocks, so `kv_blocks()` counts the blocks requests can use. A backend panic stops the
+//! loop (`is_alive` false, [`Executor::fault`] says why); a backend error fails one step.
 //!
 //! Beam search (`beam_width > 1`, at most `max_beam_width`): the scheduler runs the request
 //! as a beam group (prompt computed once, `beam_width` beams with their own block tables,
@@ -24,6 +28,7 @@
 pub mod backend;
 pub mod detok;
 mod engine;
+pub mod probe;
 pub mod request;
 mod sequence;
 #[cfg(test)]
@@ -31,6 +36,7 @@ mod tests;
 
 pub use backend::{Backend, BackendError, BackendItem};
 pub use detok::{Detokenizer, NoText, TextStream};
+pub use probe::ProbeError;
 pub use request::{BeamOutput, FinishReason, Output, OutputSink, Request, TokenLogprobs};
 
 use crate::kv::KvCacheConfig;
@@ -117,21 +123,64 @@ pub struct Executor {
     vocab_size: usize,
     max_beam_width: usize,
     end_ids: Vec<u32>,
+    tokens_per_block: usize,
 }
 
 impl Executor {
     /// Starts the loop thread over `backend`.
     pub fn new(config: ExecutorConfig, backend: Box<dyn Backend>, detok: Arc<dyn Detokenizer>) -> Result<Executor, ExecutorError> {
         let max_seq_len = config.scheduler.max_seq_len;
-        let scheduler = Scheduler::new(config.scheduler, config.kv).map_err(|e| ExecutorError::Config(e.to_string()))?;
+        let tokens_per_block = config.kv.tokens_per_block;
+        let (kv, probe_block) = probe::reserve_block(config.kv).map_err(ExecutorError::Config)?;
+        let scheduler = Scheduler::new(config.scheduler, kv).map_err(|e| ExecutorError::Config(e.to_string()))?;
         let vocab_size = backend.vocab_size();
         let shared = Arc::new((
-            Mutex::new(Shared { scheduler, sequences: HashMap::new(), next_id: 1, closed: false, stop: false, drain: false, steps: 0, alive: true, last_stats: None, metrics: ExecutorMetrics::default() }),
+            Mutex::new(Shared {
+                scheduler,
+                sequences: HashMap::new(),
+                next_id: 1,
+                closed: false,
+                stop: false,
+                drain: false,
+                steps: 0,
+                alive: true,
+                last_stats: None,
+                metrics: ExecutorMetrics::default(),
+                probes: Vec::new(),
+                fault: None,
+            }),
             Condvar::new(),
         ));
-        let ctx = LoopCtx { shared: shared.clone(), backend, detok: detok.clone(), max_seq_len };
+        let ctx = LoopCtx { shared: shared.clone(), backend, detok: detok.clone(), max_seq_len, probe_block, fatal: None };
         let thread = std::thread::Builder::new().name("inflight-executor".into()).spawn(move || ctx.run()).map_err(|e| ExecutorError::Config(format!("cannot start the executor thread: {e}")))?;
-        Ok(Executor { shared, thread: Mutex::new(Some(thread)), detok, vocab_size, max_beam_width: config.max_beam_width, end_ids: config.end_ids })
+        Ok(Executor { shared, thread: Mutex::new(Some(thread)), detok, vocab_size, max_beam_width: config.max_beam_width, end_ids: config.end_ids, tokens_per_block })
+    }
+
+    /// A health probe: `prompt` (1..=tokens_per_block ids) computed by the loop thread on
+    /// the block kept for probes, greedy; returns the token. Needs no user KV, batch slot or
+    /// queue place (so a full engine does not refuse it); waits at most `timeout`.
+    pub fn probe(&self, prompt: &[u32], timeout: std::time::Duration) -> Result<u32, ProbeError> {
+        probe::check_prompt(prompt, self.vocab_size, self.tokens_per_block)?;
+        let (tx, rx) = mpsc::channel();
+        {
+            let (lock, cv) = &*self.shared;
+            let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+            if !s.alive || s.stop {
+                return Err(ProbeError::Stopped(s.fault.clone().unwrap_or_else(|| "shut down".into())));
+            }
+            s.probes.push(probe::Probe { prompt: prompt.to_vec(), reply: tx });
+            cv.notify_all();
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r.map_err(ProbeError::Failed),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(ProbeError::TimedOut(timeout)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ProbeError::Stopped(self.fault().unwrap_or_else(|| "shut down".into()))),
+        }
+    }
+
+    /// Why the loop stopped, when a backend panic stopped it.
+    pub fn fault(&self) -> Option<String> {
+        self.shared.0.lock().unwrap_or_else(|e| e.into_inner()).fault.clone()
     }
 
     /// Submits a request; outputs arrive on the handle's receiver.

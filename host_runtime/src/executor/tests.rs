@@ -288,7 +288,8 @@ fn beams_are_never_preempted_and_match_their_run_alone() {
     // Each step takes 2 ms, so every submission below lands while the first steps run and
     // the four requests compete for blocks (with instant steps the first could finish
     // before the others arrive, and nothing would be preempted).
-    let e = executor(&model, config(CapacityPolicy::MaxUtilization, 12, 16), Duration::from_millis(2));
+    // (13 device blocks: the null block and the health probe's are not usable.)
+    let e = executor(&model, config(CapacityPolicy::MaxUtilization, 13, 16), Duration::from_millis(2));
     let others: Vec<Vec<u32>> = (0..3).map(|i| vec![i, 1, 2, 3, 4, 0, i]).collect();
     let want: Vec<Vec<u32>> = others.iter().map(|p| run(&e, p, &greedy(20)).token_ids).collect();
     let mut handles: Vec<Handle> = others.iter().map(|p| e.submit(Request { prompt: p.clone(), sampling: greedy(20) }).unwrap()).collect();
@@ -340,4 +341,135 @@ fn beam_requests_are_validated() {
         other => panic!("{:?}", other.map(|h| h.id)),
     }
     assert_eq!(e.active_requests(), 0);
+}
+
+// ---- health probes and backend faults -----------------------------------------------
+
+/// Wraps [`Toy`]: from step `at` on (counting `step` calls), every step fails (`Error`) or
+/// the first one panics (`Panic`).
+struct Breaking {
+    toy: Toy,
+    steps: usize,
+    at: usize,
+    panic: bool,
+}
+
+impl Backend for Breaking {
+    fn vocab_size(&self) -> usize {
+        self.toy.vocab_size()
+    }
+    fn step(&mut self, items: &[BackendItem]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.steps += 1;
+        if self.steps >= self.at {
+            if self.panic {
+                panic!("injected panic at step {}", self.steps);
+            }
+            return Err(BackendError(format!("injected failure at step {}", self.steps)));
+        }
+        self.toy.step(items)
+    }
+    fn swap_out(&mut self, block: BlockId, slot: usize) -> Result<(), BackendError> {
+        self.toy.swap_out(block, slot)
+    }
+    fn swap_in(&mut self, slot: usize, block: BlockId) -> Result<(), BackendError> {
+        self.toy.swap_in(slot, block)
+    }
+    fn copy_block(&mut self, src: BlockId, dst: BlockId) -> Result<(), BackendError> {
+        self.toy.copy_block(src, dst)
+    }
+}
+
+fn breaking(model: &ToyModel, cfg: ExecutorConfig, at: usize, panic: bool) -> Executor {
+    let toy = Toy::new(model.clone(), &cfg.kv, Duration::from_millis(2));
+    Executor::new(cfg, Box::new(Breaking { toy, steps: 0, at, panic }), Arc::new(NoText)).unwrap()
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_probe_is_a_greedy_token_on_its_own_block() {
+    let model = ToyModel::random(11, 6, 2.0);
+    let e = executor(&model, config(CapacityPolicy::GuaranteedNoEvict, 16, 4), Duration::ZERO);
+    // 16 device blocks: the null block and the probe's are not the scheduler's.
+    assert_eq!(e.kv_blocks(), (14, 0, 14));
+    let prompt = [1, 2, 3, 4, 5];
+    let want = run(&e, &prompt, &greedy(1)).token_ids[0];
+    assert_eq!(e.probe(&prompt, SECOND), Ok(want));
+    assert_eq!(e.kv_blocks(), (14, 0, 14), "the probe took no pool block");
+    assert!(matches!(e.probe(&[], SECOND), Err(ProbeError::Invalid(_))));
+    assert!(matches!(e.probe(&[0; 9], SECOND), Err(ProbeError::Invalid(_))), "longer than one block (8)");
+    assert!(matches!(e.probe(&[6], SECOND), Err(ProbeError::Invalid(_))), "outside the vocabulary");
+}
+
+#[test]
+fn probes_answer_while_every_block_and_slot_is_taken() {
+    let model = ToyModel::random(12, 6, 2.0);
+    // 2 slots, 6 device blocks = 4 usable: two prompts of 9 tokens (+7 new: 2 blocks of 8
+    // each, taken by the prefill) hold all of them; a third waits.
+    let e = executor(&model, config(CapacityPolicy::GuaranteedNoEvict, 6, 2), Duration::from_millis(20));
+    let prompt = |i: u32| vec![i, 1, 2, 3, 4, 5, 0, 1, 2];
+    let handles: Vec<Handle> = (0..3).map(|i| e.submit(Request { prompt: prompt(i), sampling: greedy(7) }).unwrap()).collect();
+    let t0 = std::time::Instant::now();
+    while e.kv_blocks().0 > 0 || e.queue_counts() != (1, 2) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never full: {:?} {:?}", e.kv_blocks(), e.queue_counts());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let t = std::time::Instant::now();
+    assert!(e.probe(&[1, 2], SECOND).is_ok());
+    assert!(t.elapsed() < Duration::from_millis(500), "the probe waited {:?}", t.elapsed());
+    assert_eq!(e.kv_blocks().0, 0, "the requests still hold every block");
+    let outs: Vec<Output> = handles.into_iter().map(Handle::wait).collect();
+    assert!(outs.iter().all(|o| o.finish == Some(FinishReason::Length) && o.token_ids.len() == 7), "{outs:?}");
+    // The probe changed nothing the requests computed.
+    for (i, o) in outs.iter().enumerate() {
+        assert_eq!(o.token_ids, run(&e, &prompt(i as u32), &greedy(7)).token_ids);
+    }
+    assert_eq!(e.kv_blocks().1, 0);
+}
+
+#[test]
+fn a_backend_error_fails_its_step_and_the_probe_but_not_the_loop() {
+    let model = ToyModel::random(13, 6, 2.0);
+    let e = breaking(&model, config(CapacityPolicy::GuaranteedNoEvict, 32, 4), 4, false);
+    let out = run(&e, &[1, 2, 3], &greedy(10));
+    assert!(matches!(&out.finish, Some(FinishReason::Error(m)) if m.contains("injected failure")), "{out:?}");
+    assert!(matches!(e.probe(&[1], SECOND), Err(ProbeError::Failed(m)) if m.contains("injected failure")));
+    assert!(e.is_alive() && !e.is_closed() && e.fault().is_none());
+    assert_eq!(e.kv_blocks().1, 0);
+}
+
+#[test]
+fn a_backend_panic_stops_the_loop_and_ends_every_request() {
+    let model = ToyModel::random(14, 6, 2.0);
+    let e = breaking(&model, config(CapacityPolicy::GuaranteedNoEvict, 32, 2), 6, true);
+    // Two run, one waits (batch 2): all three end with an error naming the panic.
+    let handles: Vec<Handle> = (0..3).map(|i| e.submit(Request { prompt: vec![i, 2, 3], sampling: greedy(30) }).unwrap()).collect();
+    let outs: Vec<Output> = handles.into_iter().map(Handle::wait).collect();
+    for o in &outs {
+        assert!(matches!(&o.finish, Some(FinishReason::Error(m)) if m.contains("injected panic")), "{o:?}");
+    }
+    assert!(outs[..2].iter().all(|o| !o.token_ids.is_empty()), "the running ones had tokens first");
+    let t0 = std::time::Instant::now();
+    while e.is_alive() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the loop did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(e.is_closed());
+    assert!(e.fault().is_some_and(|f| f.contains("injected panic")));
+    assert!(matches!(e.submit(Request { prompt: vec![1], sampling: greedy(1) }), Err(ExecutorError::Closed)));
+    assert!(matches!(e.probe(&[1], SECOND), Err(ProbeError::Stopped(m)) if m.contains("injected panic")));
+    assert_eq!(e.kv_blocks().1, 0);
+}
+
+#[test]
+fn a_probe_that_panics_stops_the_loop() {
+    let model = ToyModel::random(15, 6, 2.0);
+    let e = breaking(&model, config(CapacityPolicy::GuaranteedNoEvict, 32, 2), 1, true);
+    assert!(matches!(e.probe(&[1], SECOND), Err(ProbeError::Failed(m)) if m.contains("injected panic")));
+    let t0 = std::time::Instant::now();
+    while e.is_alive() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the loop did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(matches!(e.submit(Request { prompt: vec![1], sampling: greedy(1) }), Err(ExecutorError::Closed)));
 }

@@ -49,7 +49,7 @@ impl PagedKvShape {
 pub struct KvPools<T> {
     k: DeviceBuffer<T>,
     v: DeviceBuffer<T>,
-    shape: PagedKvShape,
+    pub(super) shape: PagedKvShape,
 }
 
 impl<T: DType> KvPools<T> {
@@ -86,20 +86,27 @@ impl<T: DType> KvPools<T> {
     pub fn v(&self) -> &DeviceBuffer<T> {
         &self.v
     }
+
+    /// Both pools, writable (host-tier swaps and block copies through the device layer).
+    pub fn pools_mut(&mut self) -> (&mut DeviceBuffer<T>, &mut DeviceBuffer<T>) {
+        (&mut self.k, &mut self.v)
+    }
 }
 
 /// The block tables and sequence lengths of a batch, on the device, for one pool geometry.
 pub struct BlockTables {
-    table: DeviceBuffer<u32>,
+    pub(super) table: DeviceBuffer<u32>,
     seq_lens: DeviceBuffer<u32>,
-    batch: usize,
-    max_blocks_per_seq: usize,
-    num_blocks: usize,
-    tokens_per_block: usize,
+    pub(super) batch: usize,
+    pub(super) max_blocks_per_seq: usize,
+    pub(super) num_blocks: usize,
+    pub(super) tokens_per_block: usize,
     max_seq_len: usize,
     /// The uploaded table (row-major, padded with [`INVALID_BLOCK`]) when its entries were
     /// checked on the host.
-    host: Option<Vec<u32>>,
+    pub(super) host: Option<Vec<u32>>,
+    /// The uploaded sequence lengths, with `host`.
+    pub(super) host_lens: Option<Vec<u32>>,
 }
 
 impl BlockTables {
@@ -143,6 +150,7 @@ impl BlockTables {
             tokens_per_block: shape.tokens_per_block,
             max_seq_len: seq_lens.iter().copied().max().unwrap_or(0),
             host: Some(table),
+            host_lens: Some(lens),
         })
     }
 
@@ -170,6 +178,7 @@ impl BlockTables {
             tokens_per_block: shape.tokens_per_block,
             max_seq_len: max_seq_len_hint.min(max_blocks_per_seq * shape.tokens_per_block),
             host: None,
+            host_lens: None,
         })
     }
 
@@ -191,7 +200,7 @@ impl BlockTables {
         self.host.is_some()
     }
 
-    fn matches(&self, kernel: &'static str, shape: &PagedKvShape) -> Result<(), DeviceError> {
+    pub(super) fn matches(&self, kernel: &'static str, shape: &PagedKvShape) -> Result<(), DeviceError> {
         if self.num_blocks != shape.num_blocks || self.tokens_per_block != shape.tokens_per_block {
             return Err(DeviceError::invalid(
                 kernel,

@@ -5,16 +5,22 @@
 //! launches on the [`Gpu`]'s stream. Errors name the kernel and the offending argument.
 
 mod attention;
+mod context_attention;
 mod elementwise;
 mod embedding;
+mod gemm;
 mod norm;
+mod random;
 mod rope;
 mod softmax;
 
 pub use attention::{choose_splits, decode_attention, kv_append, AppendSlots, AttentionWorkspace, BlockTables, DecodeShape, KvPools, MultiBlock, PagedKvShape};
+pub use context_attention::{context_attention, ContextSeqs};
 pub use elementwise::{cast, copy_bytes, gelu, gelu_in_place, silu_mul, Gelu, Rows};
 pub use embedding::embedding;
-pub use norm::{layer_norm, rms_norm, Residual};
+pub use gemm::{check_gemm, choose_path, gate_up_silu, gate_up_silu_on_path, gemm, gemm_on_path, GemmEpilogue, GemmLens, GemmOp, GemmPath};
+pub use norm::{layer_norm, rms_norm, rms_norm_rows, Residual};
+pub use random::fill_uniform;
 pub use rope::{rope, RopeShape, RopeStyle};
 pub use softmax::softmax;
 
@@ -35,6 +41,8 @@ impl KernelParams for SoftmaxParams {}
 impl KernelParams for KvAppendParams {}
 impl KernelParams for DecodeAttentionParams {}
 impl KernelParams for AttentionMergeParams {}
+impl KernelParams for GemmParams {}
+impl KernelParams for ContextAttentionParams {}
 
 /// The parameter struct as the launch's single by-value argument.
 #[repr(transparent)]

@@ -27,27 +27,30 @@ fn norm<T: DType>(
     out: &mut DeviceBuffer<T>,
     cols: usize,
     eps: f32,
+    rows: Option<usize>,
 ) -> Result<(), DeviceError> {
-    if cols == 0 || input.len() % cols != 0 {
+    if cols == 0 || (rows.is_none() && !input.len().is_multiple_of(cols)) {
         return Err(DeviceError::invalid(kernel, format!("input of {} elements is not a whole number of rows of {cols}", input.len())));
     }
     if !eps.is_finite() || eps < 0.0 {
         return Err(DeviceError::invalid(kernel, format!("eps must be finite and >= 0, got {eps}")));
     }
-    let rows = input.len() / cols;
+    let rows = rows.unwrap_or(input.len() / cols);
+    let n = rows.checked_mul(cols).ok_or_else(|| DeviceError::invalid(kernel, format!("{rows} rows of {cols} overflow")))?;
+    check_len(kernel, "input", input.len(), n)?;
     check_len(kernel, "weight", weight.len(), cols)?;
     if let Some(b) = bias {
         check_len(kernel, "bias", b.len(), cols)?;
     }
-    check_len(kernel, "out", out.len(), input.len())?;
+    check_len(kernel, "out", out.len(), n)?;
     let (res, res_out) = match &residual {
         Residual::None => (DevPtr::NULL, DevPtr::NULL),
         Residual::Add(r) => {
-            check_len(kernel, "residual", r.len(), input.len())?;
+            check_len(kernel, "residual", r.len(), n)?;
             (r.dev_ptr(gpu), DevPtr::NULL)
         }
         Residual::AddInPlace(r) => {
-            check_len(kernel, "residual", r.len(), input.len())?;
+            check_len(kernel, "residual", r.len(), n)?;
             (r.dev_ptr(gpu), r.dev_ptr(gpu))
         }
     };
@@ -70,11 +73,17 @@ fn norm<T: DType>(
 /// plus the residual (see [`Residual`]).
 #[allow(clippy::too_many_arguments)]
 pub fn rms_norm<T: DType>(gpu: &Gpu, input: &DeviceBuffer<T>, residual: Residual<T>, weight: &DeviceBuffer<T>, out: &mut DeviceBuffer<T>, cols: usize, eps: f32) -> Result<(), DeviceError> {
-    norm(gpu, "rms_norm", input, residual, weight, None, out, cols, eps)
+    norm(gpu, "rms_norm", input, residual, weight, None, out, cols, eps, None)
+}
+
+/// [`rms_norm`] of the first `rows` rows only (buffers allocated for a larger batch).
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_rows<T: DType>(gpu: &Gpu, input: &DeviceBuffer<T>, residual: Residual<T>, weight: &DeviceBuffer<T>, out: &mut DeviceBuffer<T>, rows: usize, cols: usize, eps: f32) -> Result<(), DeviceError> {
+    norm(gpu, "rms_norm", input, residual, weight, None, out, cols, eps, Some(rows))
 }
 
 /// LayerNorm over rows of `cols`: `out = (h - mean) / sqrt(var + eps) * weight + bias`.
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm<T: DType>(gpu: &Gpu, input: &DeviceBuffer<T>, residual: Residual<T>, weight: &DeviceBuffer<T>, bias: Option<&DeviceBuffer<T>>, out: &mut DeviceBuffer<T>, cols: usize, eps: f32) -> Result<(), DeviceError> {
-    norm(gpu, "layer_norm", input, residual, weight, bias, out, cols, eps)
+    norm(gpu, "layer_norm", input, residual, weight, bias, out, cols, eps, None)
 }

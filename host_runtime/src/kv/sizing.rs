@@ -1,8 +1,9 @@
 //! Sizing the KV cache from the device memory left after the weights.
 //!
-//! `budget = min(free_bytes × fraction, cap_bytes)`; every block, the null block included,
-//! takes `bytes_per_token × tokens_per_block` bytes, so `num_blocks = budget / block_bytes`.
-//! The result must hold one request of `max_seq_len` tokens plus the null block; otherwise
+//! `budget = min(free_bytes × fraction, cap_bytes)`; every block, the reserved ones included
+//! (the null block and the health probe's), takes `bytes_per_token × tokens_per_block`
+//! bytes, so `num_blocks = budget / block_bytes`. The result must hold one request of
+//! `max_seq_len` tokens plus the [`RESERVED_BLOCKS`]; otherwise
 //! the error names the bytes that needs, the bytes available and the longest `max_seq_len`
 //! that would fit. The block count is capped at the [`BlockId`](super::BlockId) range.
 
@@ -48,7 +49,10 @@ pub enum KvSizingError {
     },
 }
 
-/// The number of blocks (including the null block) that fit the budget; see the module doc.
+/// Blocks no request can use: the pool's null block and the executor's health-probe block.
+pub const RESERVED_BLOCKS: u64 = 2;
+
+/// The number of blocks (including the reserved ones) that fit the budget; see the module doc.
 pub fn size_kv_cache(
     s: &KvSizing,
     free_bytes: u64,
@@ -78,13 +82,13 @@ pub fn size_kv_cache(
         })?;
     let budget = budget(free_bytes, fraction, cap_bytes)?;
     let total = (budget / block_bytes).min(u64::from(u32::MAX));
-    let needed = blocks_for(s.max_seq_len, tpb) as u64 + 1;
+    let needed = blocks_for(s.max_seq_len, tpb) as u64 + RESERVED_BLOCKS;
     if total < needed {
         return Err(KvSizingError::TooSmall {
             max_seq_len: s.max_seq_len,
             needed_bytes: needed.saturating_mul(block_bytes),
             available_bytes: budget,
-            max_fitting_seq_len: (total.saturating_sub(1) as usize).saturating_mul(tpb),
+            max_fitting_seq_len: (total.saturating_sub(RESERVED_BLOCKS) as usize).saturating_mul(tpb),
         });
     }
     Ok(total as usize)
@@ -142,17 +146,18 @@ mod tests {
     fn too_small_names_the_three_numbers() {
         let s = llama8b();
         let block = 131072u64 * 32;
-        // 8192 tokens = 256 blocks + null = 257 needed; 100 available -> 99 usable -> 3168 tokens.
+        // 8192 tokens = 256 blocks + null + probe = 258 needed; 100 available -> 98 usable -> 3136 tokens.
         let e = size_kv_cache(&s, 100 * block, None, None).unwrap_err();
         let msg = e.to_string();
         for n in [
-            (257 * block).to_string(),
+            (258 * block).to_string(),
             (100 * block).to_string(),
-            (99 * 32).to_string(),
+            (98 * 32).to_string(),
         ] {
             assert!(msg.contains(&n), "{msg} lacks {n}");
         }
-        assert_eq!(size_kv_cache(&s, 257 * block, None, None), Ok(257));
+        assert_eq!(size_kv_cache(&s, 258 * block, None, None), Ok(258));
+        assert!(size_kv_cache(&s, 257 * block, None, None).is_err());
     }
 
     #[test]

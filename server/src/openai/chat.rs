@@ -10,18 +10,17 @@
 //! not supported (400).
 
 use super::types::{ChatRequest, Content, Message};
-use super::{check_request, done_event, encode, error_event, new_id, now_secs, sampling, submit_all, token_bytes, token_text, usage};
+use super::{check_request, collect_choices, encode, error_event, response, sampling, submit_all, token_bytes, token_text, Meta, StreamCore};
 use crate::engine::{finish_name, Engine};
 use crate::error::ApiError;
 use crate::limits;
-use crate::sse::{self, json_event, StreamFormat};
+use crate::sse::{self, StreamFormat};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use host_runtime::executor::{FinishReason, Output, TokenLogprobs};
 use models::tokenizer::{ChatMessage, TokenizerError};
 use serde_json::{json, Value};
@@ -108,31 +107,20 @@ async fn run(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Result<R
     let prompt_tokens = ids.len();
     let max_tokens = req.max_completion_tokens.or(c.common.max_tokens);
     let jobs = submit_all(state, &c.engine, vec![ids], &s, max_tokens, c.arrived)?;
-    let model = state.config.model_name.clone();
-    let id = new_id("chatcmpl");
-    let created = now_secs();
     if s.stream {
-        let format = ChatStream { id, created, model, engine: c.engine.clone(), logprobs, include_usage: s.include_usage, choices: jobs.len(), completion_tokens: 0, prompt_tokens };
+        let core = StreamCore::new(Meta::new(state, "chatcmpl", "chat.completion.chunk", true), &c.engine, logprobs, &s, prompt_tokens);
+        let format = ChatStream { core, choices: jobs.len() };
         return Ok(sse::stream(jobs, format, c.inflight));
     }
-    let outs = futures_util::future::join_all(jobs.into_iter().map(|j| j.collect())).await;
+    let outs = collect_choices(jobs, &s).await?;
+    let completion_tokens = outs.iter().map(|o| o.tokens).sum();
     let mut choices = Vec::with_capacity(outs.len());
-    let mut completion_tokens = 0;
     for (i, o) in outs.into_iter().enumerate() {
-        let finish = o.finish.clone().unwrap_or(FinishReason::Error("no final output".into()));
-        if let FinishReason::Error(e) = &finish {
-            return Err(ApiError::internal(format!("generation failed: {e}")));
-        }
-        completion_tokens += o.token_ids.len();
         let lp = logprobs.map(|top| chat_logprobs(&c.engine, &o.logprobs, top > 0)).unwrap_or(Value::Null);
-        choices.push(json!({"index": i, "message": {"role": "assistant", "content": o.text}, "logprobs": lp, "finish_reason": finish_name(&finish)}));
+        choices.push(json!({"index": i, "message": {"role": "assistant", "content": o.text}, "logprobs": lp, "finish_reason": o.finish}));
     }
     drop(c.inflight);
-    Ok(Json(json!({
-        "id": id, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": null,
-        "choices": choices, "usage": usage(prompt_tokens, completion_tokens),
-    }))
-    .into_response())
+    Ok(response(&Meta::new(state, "chatcmpl", "chat.completion", true), choices, prompt_tokens, completion_tokens))
 }
 
 /// OpenAI's chat `logprobs` object: `{"content": [{token, logprob, bytes, top_logprobs}]}`.
@@ -152,23 +140,13 @@ pub fn chat_logprobs(engine: &Engine, lps: &[TokenLogprobs], with_top: bool) -> 
 }
 
 struct ChatStream {
-    id: String,
-    created: u64,
-    model: String,
-    engine: Arc<Engine>,
-    logprobs: Option<usize>,
-    include_usage: bool,
+    core: StreamCore,
     choices: usize,
-    completion_tokens: usize,
-    prompt_tokens: usize,
 }
 
 impl ChatStream {
     fn chunk(&self, index: usize, delta: Value, logprobs: Value, finish: Option<&str>) -> Event {
-        json_event(&json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "system_fingerprint": null,
-            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
-        }))
+        self.core.chunk(json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}))
     }
 }
 
@@ -179,9 +157,9 @@ impl StreamFormat for ChatStream {
 
     fn output(&mut self, index: usize, out: &Output) -> Vec<Event> {
         let mut evs = Vec::new();
-        self.completion_tokens += out.token_ids.len();
-        let lp = match self.logprobs {
-            Some(top) if !out.logprobs.is_empty() => chat_logprobs(&self.engine, &out.logprobs, top > 0),
+        self.core.completion_tokens += out.token_ids.len();
+        let lp = match self.core.logprobs {
+            Some(top) if !out.logprobs.is_empty() => chat_logprobs(&self.core.engine, &out.logprobs, top > 0),
             _ => Value::Null,
         };
         if !out.text.is_empty() || !lp.is_null() {
@@ -199,14 +177,6 @@ impl StreamFormat for ChatStream {
     }
 
     fn end(&mut self) -> Vec<Event> {
-        let mut evs = Vec::new();
-        if self.include_usage {
-            evs.push(json_event(&json!({
-                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "system_fingerprint": null,
-                "choices": [], "usage": usage(self.prompt_tokens, self.completion_tokens),
-            })));
-        }
-        evs.push(done_event());
-        evs
+        self.core.end()
     }
 }

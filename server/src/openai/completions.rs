@@ -8,18 +8,17 @@
 //! `{"error": {...}}` event and `[DONE]`.
 
 use super::types::{CompletionRequest, Prompt};
-use super::{check_request, encode, error_event, new_id, now_secs, sampling, submit_all, token_text, usage, done_event};
+use super::{check_request, collect_choices, encode, error_event, response, sampling, submit_all, token_text, Meta, StreamCore};
 use crate::engine::{finish_name, Engine};
 use crate::error::ApiError;
 use crate::limits;
-use crate::sse::{self, json_event, StreamFormat};
+use crate::sse::{self, StreamFormat};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use host_runtime::executor::{FinishReason, Output, TokenLogprobs};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -100,32 +99,21 @@ async fn run(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Result<R
     let prompt_tokens: usize = prompts.iter().map(|p| p.ids.len()).sum();
     let echoes: Vec<String> = prompts.iter().flat_map(|p| std::iter::repeat_n(if echo { p.text.clone() } else { String::new() }, s.n)).collect();
     let jobs = submit_all(state, &c.engine, prompts.into_iter().map(|p| p.ids).collect(), &s, c.common.max_tokens, c.arrived)?;
-    let model = state.config.model_name.clone();
-    let id = new_id("cmpl");
-    let created = now_secs();
+    let meta = Meta::new(state, "cmpl", "text_completion", false);
     if s.stream {
         let choices = jobs.len();
-        let format = CompletionStream { id, created, model, engine: c.engine.clone(), logprobs, include_usage: s.include_usage, echoes, offsets: vec![0; choices], completion_tokens: 0, prompt_tokens };
+        let format = CompletionStream { core: StreamCore::new(meta, &c.engine, logprobs, &s, prompt_tokens), echoes, offsets: vec![0; choices] };
         return Ok(sse::stream(jobs, format, c.inflight));
     }
-    let outs = futures_util::future::join_all(jobs.into_iter().map(|j| j.collect())).await;
+    let outs = collect_choices(jobs, &s).await?;
+    let completion_tokens = outs.iter().map(|o| o.tokens).sum();
     let mut choices = Vec::with_capacity(outs.len());
-    let mut completion_tokens = 0;
     for (i, o) in outs.into_iter().enumerate() {
-        let finish = o.finish.clone().unwrap_or(FinishReason::Error("no final output".into()));
-        if let FinishReason::Error(e) = &finish {
-            return Err(ApiError::internal(format!("generation failed: {e}")));
-        }
-        completion_tokens += o.token_ids.len();
         let lp = logprobs.map(|top| completion_logprobs(&c.engine, &o.logprobs, echoes[i].len(), top > 0).0).unwrap_or(Value::Null);
-        choices.push(json!({"index": i, "text": format!("{}{}", echoes[i], o.text), "logprobs": lp, "finish_reason": finish_name(&finish)}));
+        choices.push(json!({"index": i, "text": format!("{}{}", echoes[i], o.text), "logprobs": lp, "finish_reason": o.finish}));
     }
     drop(c.inflight);
-    Ok(Json(json!({
-        "id": id, "object": "text_completion", "created": created, "model": model,
-        "choices": choices, "usage": usage(prompt_tokens, completion_tokens),
-    }))
-    .into_response())
+    Ok(response(&meta, choices, prompt_tokens, completion_tokens))
 }
 
 /// OpenAI's completion `logprobs` object for `lps`, text offsets starting at `offset`;
@@ -154,25 +142,15 @@ pub fn completion_logprobs(engine: &Engine, lps: &[TokenLogprobs], mut offset: u
 }
 
 struct CompletionStream {
-    id: String,
-    created: u64,
-    model: String,
-    engine: Arc<Engine>,
-    logprobs: Option<usize>,
-    include_usage: bool,
+    core: StreamCore,
     /// Per choice: the prompt text still to send first (`echo`).
     echoes: Vec<String>,
     offsets: Vec<usize>,
-    completion_tokens: usize,
-    prompt_tokens: usize,
 }
 
 impl CompletionStream {
     fn chunk(&self, index: usize, text: &str, logprobs: Value, finish: Option<&str>) -> Event {
-        json_event(&json!({
-            "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}],
-        }))
+        self.core.chunk(json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}))
     }
 }
 
@@ -181,10 +159,10 @@ impl StreamFormat for CompletionStream {
         let mut evs = Vec::new();
         let echo = std::mem::take(&mut self.echoes[index]);
         let text = format!("{echo}{}", out.text);
-        self.completion_tokens += out.token_ids.len();
-        let lp = match self.logprobs {
+        self.core.completion_tokens += out.token_ids.len();
+        let lp = match self.core.logprobs {
             Some(top) if !out.logprobs.is_empty() => {
-                let (v, next) = completion_logprobs(&self.engine, &out.logprobs, self.offsets[index] + echo.len(), top > 0);
+                let (v, next) = completion_logprobs(&self.core.engine, &out.logprobs, self.offsets[index] + echo.len(), top > 0);
                 self.offsets[index] = next;
                 v
             }
@@ -209,14 +187,6 @@ impl StreamFormat for CompletionStream {
     }
 
     fn end(&mut self) -> Vec<Event> {
-        let mut evs = Vec::new();
-        if self.include_usage {
-            evs.push(json_event(&json!({
-                "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-                "choices": [], "usage": usage(self.prompt_tokens, self.completion_tokens),
-            })));
-        }
-        evs.push(done_event());
-        evs
+        self.core.end()
     }
 }

@@ -63,6 +63,10 @@ pub struct CommonParams {
     pub stop_token_ids: Option<Vec<i64>>,
     /// Validated; non-empty is refused as unsupported.
     pub allowed_token_ids: Option<Vec<i64>>,
+    /// Beam search (vLLM's extension): `best_of` beams (default `n`), the `n` best returned.
+    pub use_beam_search: Option<bool>,
+    /// Beam search: hypotheses are ranked by `cum_logprob / len^length_penalty`.
+    pub length_penalty: Option<f64>,
 }
 
 /// `prompt`: a string, a list of strings, a list of token ids, or a list of such lists.

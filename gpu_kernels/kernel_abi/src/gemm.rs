@@ -1,0 +1,196 @@
+//! The tensor-core GEMM and fused gate/up MLP kernels: their paths (specialisations),
+//! launch geometry and shape rules, the one place the kernels, the launch wrappers
+//! (`host_runtime::kernels::gemm`) and the tests take them from.
+//!
+//! # What is computed
+//!
+//! - `gemm_*`: `out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) (+ residual[m, n])`, all row-major,
+//!   `w` in `nn.Linear` layout `[out, in]`; f32 accumulation, one rounding on store.
+//! - `gate_up_silu_*`: `out[m, n] = silu(x · w_gᵀ) * (x · w_uᵀ)` where `w` is
+//!   `[2 n, k]`: rows `0 .. n` are the gate projection, rows `n .. 2 n` the up projection
+//!   (`n` = the MLP's intermediate size). One launch; the gate and up products of an output
+//!   column are computed by the same warp, so the epilogue needs no exchange.
+//!
+//! # Shape rules (checked by the host before every launch)
+//!
+//! `m ≥ 1` (any), `n` and `k` multiples of 8 ([`ALIGN`]: every row of `x`, `w`, `out` and
+//! `residual` then starts on a 16-byte boundary, the unit of `cp.async`/`ld.global.v4`),
+//! all of them below 2³¹. Element types: bf16 and f16 ([`GEMM_TYPES`]).
+//!
+//! # Paths
+//!
+//! | path    | entry points                                   | used for                  |
+//! |---------|------------------------------------------------|---------------------------|
+//! | skinny  | `gemm_skinny_<t>`, `gate_up_silu_skinny_<t>`   | `m ≤` [`SKINNY_MAX_M`]    |
+//! | tile64  | `gemm_tile64_<t>`, `gate_up_silu_tile64_<t>`   | fewer 128-row tiles than SMs |
+//! | tile128 | `gemm_tile128_<t>`, `gate_up_silu_tile128_<t>` | everything else           |
+//!
+//! - **tile128 / tile64**: a CTA of [`TILE_THREADS`] threads (8 warps, 2 × 4) computes a
+//!   `BM × 128` output tile (`BM` = 128 or 64; gate/up: 64 output columns = 128 weight rows);
+//!   `k` is walked in steps of [`TILE_K`] through a multi-stage `cp.async` pipeline in XOR-
+//!   swizzled shared memory, fragments come from `ldmatrix.x4`, products from
+//!   `mma.sync.m16n8k16` (f32 accumulators). Grid `(n tiles × m tiles)`, one linear index
+//!   per tile, ordered in groups of 8 N tiles (M-major inside a group) for L2 reuse.
+//! - **skinny** (decode, memory-bound): a CTA of [`SKINNY_THREADS`] threads owns 16 weight
+//!   rows (gate/up: 8 gate + the 8 matching up rows) and splits `k` over its warps; each lane
+//!   streams whole 16-byte chunks of `w` with several loads in flight, the tensor cores
+//!   multiply them by the (at most 16) rows of `x`, and the warps' partial sums are added
+//!   through shared memory. `w` is read exactly once. Grid `(ceil(rows / 16))`.
+//!
+//! The host may run any path at any valid shape (tests do); the choice only affects speed.
+
+use crate::StorageType;
+
+/// `n` and `k` must be multiples of this (16-byte rows of 16-bit elements).
+pub const ALIGN: usize = 8;
+/// Element types with GEMM entry points.
+pub const GEMM_TYPES: [StorageType; 2] = [StorageType::Bf16, StorageType::F16];
+/// The largest `m` the skinny path handles (two 8-token tensor-core N tiles).
+pub const SKINNY_MAX_M: usize = 16;
+/// Threads per CTA of the skinny path (4 warps splitting `k`).
+pub const SKINNY_THREADS: u32 = 128;
+/// Weight rows per skinny CTA (the M of one `m16n8k16` product).
+pub const SKINNY_ROWS: usize = 16;
+/// Threads per CTA of the tiled paths (8 warps).
+pub const TILE_THREADS: u32 = 256;
+/// Weight rows (N) per tiled CTA.
+pub const TILE_N: usize = 128;
+/// `k` per pipeline stage of the tiled paths.
+pub const TILE_K: usize = 32;
+
+/// The GEMM kernel family: plain GEMM or the fused gate/up SiLU·mul.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmOp {
+    Gemm,
+    GateUpSilu,
+}
+
+/// The kernel paths (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmPath {
+    Skinny,
+    Tile64,
+    Tile128,
+}
+
+impl GemmPath {
+    pub const ALL: [GemmPath; 3] = [GemmPath::Skinny, GemmPath::Tile64, GemmPath::Tile128];
+
+    fn tag(self) -> &'static str {
+        match self {
+            GemmPath::Skinny => "skinny",
+            GemmPath::Tile64 => "tile64",
+            GemmPath::Tile128 => "tile128",
+        }
+    }
+
+    /// Output rows (M) per CTA of a tiled path.
+    pub const fn tile_m(self) -> usize {
+        match self {
+            GemmPath::Skinny => 16,
+            GemmPath::Tile64 => 64,
+            GemmPath::Tile128 => 128,
+        }
+    }
+
+    /// Threads per CTA.
+    pub const fn threads(self) -> u32 {
+        match self {
+            GemmPath::Skinny => SKINNY_THREADS,
+            _ => TILE_THREADS,
+        }
+    }
+}
+
+impl GemmOp {
+    fn family(self) -> &'static str {
+        match self {
+            GemmOp::Gemm => "gemm",
+            GemmOp::GateUpSilu => "gate_up_silu",
+        }
+    }
+
+    /// Output columns one CTA of `path` computes (gate/up: half its weight rows).
+    pub const fn cols_per_cta(self, path: GemmPath) -> usize {
+        let rows = match path {
+            GemmPath::Skinny => SKINNY_ROWS,
+            _ => TILE_N,
+        };
+        match self {
+            GemmOp::Gemm => rows,
+            GemmOp::GateUpSilu => rows / 2,
+        }
+    }
+}
+
+/// The entry point of `op` on `path` for element type `t` (bf16 or f16), e.g.
+/// `gemm_tile128_bf16`; `None` for types without GEMM kernels.
+pub fn entry_name(op: GemmOp, path: GemmPath, t: StorageType) -> Option<&'static str> {
+    const NAMES: [[[&str; 2]; 3]; 2] = [
+        [["gemm_skinny_bf16", "gemm_skinny_f16"], ["gemm_tile64_bf16", "gemm_tile64_f16"], ["gemm_tile128_bf16", "gemm_tile128_f16"]],
+        [
+            ["gate_up_silu_skinny_bf16", "gate_up_silu_skinny_f16"],
+            ["gate_up_silu_tile64_bf16", "gate_up_silu_tile64_f16"],
+            ["gate_up_silu_tile128_bf16", "gate_up_silu_tile128_f16"],
+        ],
+    ];
+    let ti = match t {
+        StorageType::Bf16 => 0,
+        StorageType::F16 => 1,
+        StorageType::F32 => return None,
+    };
+    let pi = GemmPath::ALL.iter().position(|p| *p == path)?;
+    let name = NAMES[op as usize][pi][ti];
+    debug_assert!(name.starts_with(op.family()) && name.contains(path.tag()));
+    Some(name)
+}
+
+/// Grid `(x, y)` for `op` on `path` over an `m × n` output.
+pub fn grid(op: GemmOp, path: GemmPath, m: usize, n: usize) -> (usize, usize) {
+    let cols = n.div_ceil(op.cols_per_cta(path));
+    match path {
+        GemmPath::Skinny => (cols, 1),
+        // One linear index per tile; the kernel orders them (`kernel_math::gemm::tile_of`).
+        _ => (cols * m.div_ceil(path.tile_m()), 1),
+    }
+}
+
+/// The path the launch wrappers pick: skinny for decode-sized `m`; otherwise 128-row tiles
+/// when they give every SM at least one CTA, else 64-row tiles (twice the CTAs).
+pub fn choose_path(op: GemmOp, m: usize, n: usize, multiprocessors: usize) -> GemmPath {
+    if m <= SKINNY_MAX_M {
+        return GemmPath::Skinny;
+    }
+    let (x, y) = grid(op, GemmPath::Tile128, m, n);
+    if x * y >= multiprocessors { GemmPath::Tile128 } else { GemmPath::Tile64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::ENTRY_POINTS;
+
+    #[test]
+    fn every_entry_point_is_in_the_manifest() {
+        for op in [GemmOp::Gemm, GemmOp::GateUpSilu] {
+            for path in GemmPath::ALL {
+                for t in GEMM_TYPES {
+                    let name = entry_name(op, path, t).unwrap();
+                    assert!(ENTRY_POINTS.contains(&name), "{name}");
+                    assert!(name.ends_with(t.suffix()));
+                }
+                assert!(entry_name(op, path, StorageType::F32).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn paths_by_shape() {
+        assert_eq!(choose_path(GemmOp::Gemm, 1, 4096, 132), GemmPath::Skinny);
+        assert_eq!(choose_path(GemmOp::Gemm, 16, 4096, 132), GemmPath::Skinny);
+        assert_eq!(choose_path(GemmOp::Gemm, 17, 4096, 132), GemmPath::Tile64);
+        assert_eq!(choose_path(GemmOp::Gemm, 4096, 4096, 132), GemmPath::Tile128);
+        assert_eq!(grid(GemmOp::GateUpSilu, GemmPath::Tile128, 256, 14336), (448, 1));
+        assert_eq!(grid(GemmOp::Gemm, GemmPath::Skinny, 3, 4096), (256, 1));
+    }
+}

@@ -1,0 +1,376 @@
+//! Tensor-core GEMM `out = x · wᵀ (+ bias) (+ residual)` and the fused MLP gate/up product
+//! `out = silu(x · w_gᵀ) * (x · w_uᵀ)`; bf16/f16 in, f32 accumulation, one rounding on store.
+//!
+//! Paths, shapes and launch geometry: `kernel_abi::gemm`. Per-lane index math (swizzle,
+//! `ldmatrix` lanes, fragment assembly, gate/up row interleave): `kernel_math::gemm`, where
+//! a CPU emulation of `ldmatrix` and `mma.sync` checks it.
+//!
+//! # Tiled paths (`tile128`, `tile64`)
+//!
+//! 8 warps as 2 (M) × 4 (N); warp tile `BM/2 × 32` (`MI = BM/32` M tiles × 4 N tiles of
+//! `m16n8k16`). `k` advances 32 at a time through `STAGES` shared-memory stages filled by
+//! `cp.async.cg` (16 bytes per thread and copy, zero-filled past `m`, `n` or `k`); rows of a
+//! stage are 64 bytes with the 16-byte chunks XOR-swizzled, so `ldmatrix.x4` and the copies
+//! are free of bank conflicts. One barrier per k step: the stage refilled at step `t` is the
+//! one every warp finished reading at step `t - 1`. The epilogue adds bias and residual to
+//! the accumulators and stores pairs of columns (4 bytes) straight from registers.
+//!
+//! # Skinny path (`m ≤ 16`)
+//!
+//! A CTA of 4 warps owns 16 weight rows; warp `w` takes the 32-wide `k` steps `w, w + 4, …`,
+//! four steps at a time (all their loads issued before the first product). Each lane loads
+//! whole 16-byte chunks of its two weight rows and its token rows, which become tensor-core fragments directly
+//! (`kernel_math::gemm::skinny_a`/`skinny_b`): the weights are the M operand, the tokens the
+//! N operand (8 per tile, 1 or 2 tiles). The four warps' partial sums meet in shared memory.
+
+use crate::arch::{self, Libdevice, V4};
+use crate::dtype::{Bf16, F16};
+use crate::elementwise::entry;
+use crate::tensor_core::{cp_async_16, cp_async_commit, cp_async_wait, ld_u32, ld_v4_stream, ldmatrix_x4, mma, shared_addr, st_u32, unroll8, TcElem};
+use kernel_abi::gemm::{SKINNY_ROWS, SKINNY_THREADS, TILE_K, TILE_N, TILE_THREADS};
+use kernel_abi::GemmParams;
+use kernel_math::act::silu;
+use kernel_math::gemm as gm;
+
+/// Shared memory of the tiled paths: 48 KiB (the static limit), i.e. 3 stages of
+/// 128 + 128 rows or 4 stages of 64 + 128 rows of 64 bytes.
+const TILE_SMEM_BYTES: usize = 48 * 1024;
+const WARPS: usize = TILE_THREADS as usize / 32;
+
+#[unsafe(link_section = ".nvptx.shared")]
+static mut TILE_SMEM: [V4; TILE_SMEM_BYTES / 16] = [V4([0; 4]); TILE_SMEM_BYTES / 16];
+
+const SKINNY_WARPS: usize = SKINNY_THREADS as usize / 32;
+/// Skinny k steps (32 wide) each warp has in flight.
+const SKINNY_UNROLL: usize = 4;
+
+/// The skinny warps' partial sums: `[warp][tile][register][lane]` for up to 2 token tiles.
+#[unsafe(link_section = ".nvptx.shared")]
+static mut SKINNY_RED: [f32; SKINNY_WARPS * 2 * 4 * 32] = [0.0; SKINNY_WARPS * 2 * 4 * 32];
+
+/// Where one thread's 16-byte copies of a stage come from and go to.
+#[derive(Clone, Copy)]
+struct CopySlot {
+    /// Start of the source row (a valid address even when the row does not exist).
+    row: *const u8,
+    /// Whether the row exists.
+    valid: bool,
+    /// Byte offset inside the stage (swizzled).
+    smem: u32,
+    /// First `k` of the chunk within the 32-wide step.
+    kcol: usize,
+}
+
+/// The copy slot of chunk `q` (row `q / 4`, chunk `q % 4`) whose row is `grow` of the matrix
+/// at `base` (`k` elements per row).
+#[inline(always)]
+fn slot(base: *const u8, q: usize, grow: usize, valid: bool, k: usize) -> CopySlot {
+    let (r, c) = (q / gm::ROW_CHUNKS, q % gm::ROW_CHUNKS);
+    let row = if valid { base.wrapping_add(grow * k * 2) } else { base };
+    CopySlot { row, valid, smem: gm::smem_offset(r, c) as u32, kcol: c * 8 }
+}
+
+/// Issues the copy of `s` for the k step starting at `k0` into the stage at `stage`.
+#[inline(always)]
+unsafe fn copy(s: &CopySlot, stage: u32, k0: usize, k: usize) {
+    let kk = k0 + s.kcol;
+    let ok = s.valid && kk < k;
+    // SAFETY: `ok` means row and columns `kk .. kk + 8` exist (k is a multiple of 8, rows
+    // 16-byte aligned: host-checked); otherwise nothing is read and zeros are written.
+    unsafe { cp_async_16(stage + s.smem, s.row.wrapping_add(if ok { kk * 2 } else { 0 }), ok) };
+}
+
+/// The tiled kernel: `BM` output rows per CTA, `MI = BM / 32` M tiles per warp, `CA = BM / 64`
+/// A copies per thread and stage, `STAGES` pipeline stages; `GATE_UP` selects the fused
+/// gate/up weight rows and SiLU·mul epilogue.
+#[inline(always)]
+unsafe fn tiled<E: Epilogue, const GATE_UP: bool, const BM: usize, const MI: usize, const CA: usize, const STAGES: usize>(p: &GemmParams) {
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let cols = if GATE_UP { TILE_N / 2 } else { TILE_N };
+    let (tm, tn) = gm::tile_of(arch::block_idx() as usize, m.div_ceil(BM), n.div_ceil(cols));
+    let (col0, row0) = (tn * cols, tm * BM);
+    if row0 >= m || col0 >= n {
+        return;
+    }
+    let tid = arch::thread_idx() as usize;
+    let (warp, lane) = (tid / 32, tid % 32);
+    let (wm, wn) = (warp / 4, warp % 4);
+    let (g, tq) = (lane / 4, lane % 4);
+
+    let a_bytes = BM * gm::ROW_BYTES;
+    let stage_bytes = (a_bytes + TILE_N * gm::ROW_BYTES) as u32;
+    let smem = shared_addr((&raw const TILE_SMEM).cast::<u8>());
+    let (x, w) = (p.x.as_ptr::<u8>(), p.w.as_ptr::<u8>());
+
+    let mut a_slots = [CopySlot { row: x, valid: false, smem: 0, kcol: 0 }; CA];
+    unroll8!(CA, |i| {
+        let q = tid + i * TILE_THREADS as usize;
+        let grow = row0 + q / gm::ROW_CHUNKS;
+        a_slots[i] = slot(x, q, grow, grow < m, k);
+    });
+    let mut b_slots = [CopySlot { row: w, valid: false, smem: 0, kcol: 0 }; 2];
+    unroll8!(2, |i| {
+        let q = tid + i * TILE_THREADS as usize;
+        let r = q / gm::ROW_CHUNKS;
+        let (grow, valid) = if GATE_UP { gm::gate_up_row(r, col0, n) } else { (col0 + r, col0 + r < n) };
+        let mut s = slot(w, q, grow, valid, k);
+        s.smem += a_bytes as u32;
+        b_slots[i] = s;
+    });
+    let load = |stage: usize, kt: usize| {
+        let base = smem + stage as u32 * stage_bytes;
+        unroll8!(CA, |i| {
+            // SAFETY: see `copy`; the stage lies inside TILE_SMEM (STAGES × stage_bytes ≤ 48 KiB).
+            unsafe { copy(&a_slots[i], base, kt * TILE_K, k) };
+        });
+        unroll8!(2, |i| {
+            // SAFETY: as above.
+            unsafe { copy(&b_slots[i], base, kt * TILE_K, k) };
+        });
+    };
+
+    // Lane addresses for ldmatrix (row within the stage, k chunk 0/1 within a 16-wide step).
+    let (ar, ac) = gm::ldsm_a_lane(lane);
+    let (br, bc) = gm::ldsm_b_lane(lane);
+    let mut acc = [[[0f32; 4]; 4]; MI];
+    let ktiles = k.div_ceil(TILE_K);
+    unroll8!(STAGES - 1, |s| {
+        if s < ktiles {
+            load(s, s);
+        }
+        cp_async_commit();
+    });
+    let mut kt = 0;
+    while kt < ktiles {
+        cp_async_wait(STAGES - 2);
+        arch::sync_threads();
+        let next = kt + STAGES - 1;
+        if next < ktiles {
+            load(next % STAGES, next);
+        }
+        cp_async_commit();
+        let a_base = smem + (kt % STAGES) as u32 * stage_bytes;
+        let b_base = a_base + a_bytes as u32;
+        unroll8!(2, |kk| {
+            let mut af = [[0u32; 4]; MI];
+            unroll8!(MI, |mi| {
+                let row = wm * (BM / 2) + mi * 16 + ar;
+                // SAFETY: inside the stage (row < BM, chunk < 4); whole warp, converged.
+                af[mi] = unsafe { ldmatrix_x4(a_base + gm::smem_offset(row, 2 * kk + ac) as u32) };
+            });
+            let mut bf = [[0u32; 2]; 4];
+            unroll8!(2, |nj| {
+                let row = wn * 32 + nj * 16 + br;
+                // SAFETY: as above (row < 128).
+                let r = unsafe { ldmatrix_x4(b_base + gm::smem_offset(row, 2 * kk + bc) as u32) };
+                bf[2 * nj] = [r[0], r[1]];
+                bf[2 * nj + 1] = [r[2], r[3]];
+            });
+            unroll8!(MI, |mi| {
+                unroll8!(4, |ni| {
+                    mma::<E>(&mut acc[mi][ni], &af[mi], &bf[ni]);
+                });
+            });
+        });
+        kt += 1;
+    }
+    cp_async_wait(0);
+
+    let out = p.out.as_mut_ptr::<u8>();
+    unroll8!(MI, |mi| {
+        unroll8!(2, |half| {
+            let row = row0 + wm * (BM / 2) + mi * 16 + g + 8 * half;
+            if row < m {
+                if GATE_UP {
+                    unroll8!(2, |ni| {
+                        let col = col0 + gm::gate_up_col(wn, ni, tq, 0);
+                        if col < n {
+                            let (gt, up) = (&acc[mi][ni], &acc[mi][ni + 2]);
+                            let v0 = silu::<Libdevice>(gt[2 * half]) * up[2 * half];
+                            let v1 = silu::<Libdevice>(gt[2 * half + 1]) * up[2 * half + 1];
+                            // SAFETY: row < m, col + 1 < n (n even): inside out; 4-byte aligned.
+                            unsafe { st_u32(out.add((row * n + col) * 2), E::pack2(v0, v1)) };
+                        }
+                    });
+                } else {
+                    unroll8!(4, |ni| {
+                        let col = col0 + wn * 32 + ni * 8 + gm::acc_col(tq, 0);
+                        if col < n {
+                            let v = [acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]];
+                            // SAFETY: row < m, col + 1 < n: inside out (and residual, bias).
+                            unsafe { st_u32(out.add((row * n + col) * 2), E::pack2_epilogue(p, v, row, col, n)) };
+                        }
+                    });
+                }
+            }
+        });
+    });
+}
+
+/// Epilogue of plain GEMM: `v + bias[col..] + residual[row, col..]`, packed.
+trait Epilogue: TcElem {
+    /// # Safety
+    /// `row < m`, `col + 1 < n`; bias and residual (when non-null) hold `n` and `m × n`.
+    unsafe fn pack2_epilogue(p: &GemmParams, v: [f32; 2], row: usize, col: usize, n: usize) -> u32 {
+        let mut v = v;
+        if !p.bias.is_null() {
+            // SAFETY: per the caller.
+            let b = Self::unpack2(unsafe { ld_u32(p.bias.as_ptr::<u8>().add(col * 2)) });
+            v = [v[0] + b[0], v[1] + b[1]];
+        }
+        if !p.residual.is_null() {
+            // SAFETY: per the caller.
+            let r = Self::unpack2(unsafe { ld_u32(p.residual.as_ptr::<u8>().add((row * n + col) * 2)) });
+            v = [v[0] + r[0], v[1] + r[1]];
+        }
+        Self::pack2(v[0], v[1])
+    }
+}
+impl Epilogue for Bf16 {}
+impl Epilogue for F16 {}
+
+/// The skinny kernel: `NT` token tiles of 8 (`m ≤ 8 NT`).
+#[inline(always)]
+unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize>(p: &GemmParams) {
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let blk = arch::block_idx() as usize;
+    let tid = arch::thread_idx() as usize;
+    let (warp, lane) = (tid / 32, tid % 32);
+    let (g, tq) = (lane / 4, lane % 4);
+    let (x, w) = (p.x.as_ptr::<u8>(), p.w.as_ptr::<u8>());
+    // Weight rows of fragment rows g (lo) and g + 8 (hi).
+    let (r_lo, r_hi, ok_lo, ok_hi) = if GATE_UP {
+        let c = blk * (SKINNY_ROWS / 2) + g;
+        (c, n + c, c < n, c < n)
+    } else {
+        let r = blk * SKINNY_ROWS + g;
+        (r, r + 8, r < n, r + 8 < n)
+    };
+    let first_col = if GATE_UP { blk * SKINNY_ROWS / 2 } else { blk * SKINNY_ROWS };
+    if first_col >= n {
+        return;
+    }
+    let w_lo = if ok_lo { w.wrapping_add(r_lo * k * 2) } else { w };
+    let w_hi = if ok_hi { w.wrapping_add(r_hi * k * 2) } else { w };
+    let mut x_rows = [x; NT];
+    let mut x_ok = [false; NT];
+    unroll8!(NT, |t| {
+        let tok = 8 * t + g;
+        x_ok[t] = tok < m;
+        x_rows[t] = if tok < m { x.wrapping_add(tok * k * 2) } else { x };
+    });
+
+    let steps = k.div_ceil(32);
+    let mut acc = [[0f32; 4]; NT];
+    let mut s0 = warp;
+    while s0 < steps {
+        let mut wl = [[0u32; 4]; SKINNY_UNROLL];
+        let mut wh = [[0u32; 4]; SKINNY_UNROLL];
+        let mut xv = [[[0u32; 4]; NT]; SKINNY_UNROLL];
+        unroll8!(SKINNY_UNROLL, |u| {
+            let s = s0 + u * SKINNY_WARPS;
+            let kk = s * 32 + gm::skinny_k(tq);
+            if s < steps && kk < k {
+                // SAFETY: rows exist (ok flags), columns kk .. kk + 8 < k (k multiple of 8),
+                // 16-byte aligned (host-checked); nothing writes w or x during the launch.
+                unsafe {
+                    if ok_lo {
+                        wl[u] = ld_v4_stream(w_lo.add(kk * 2)).0;
+                    }
+                    if ok_hi {
+                        wh[u] = ld_v4_stream(w_hi.add(kk * 2)).0;
+                    }
+                    unroll8!(NT, |t| {
+                        if x_ok[t] {
+                            xv[u][t] = arch::ld_v4(x_rows[t].add(kk * 2), true).0;
+                        }
+                    });
+                }
+            }
+        });
+        unroll8!(SKINNY_UNROLL, |u| {
+            unroll8!(2, |j| {
+                let a = gm::skinny_a(&wl[u], &wh[u], j);
+                unroll8!(NT, |t| {
+                    mma::<E>(&mut acc[t], &a, &gm::skinny_b(&xv[u][t], j));
+                });
+            });
+        });
+        s0 += SKINNY_WARPS * SKINNY_UNROLL;
+    }
+
+    let red = (&raw mut SKINNY_RED).cast::<f32>();
+    // SAFETY: warp < 4, t < NT ≤ 2, c < 4, lane < 32: inside SKINNY_RED.
+    unroll8!(NT, |t| {
+        unroll8!(4, |c| {
+            // SAFETY: as above.
+            unsafe { *red.add(((warp * 2 + t) * 4 + c) * 32 + lane) = acc[t][c] };
+        });
+    });
+    arch::sync_threads();
+    let sum = |t: usize, c: usize, l: usize| -> f32 {
+        let mut s = 0f32;
+        for wi in 0..SKINNY_WARPS {
+            // SAFETY: indices as above; written before the barrier.
+            s += unsafe { *red.add(((wi * 2 + t) * 4 + c) * 32 + l) };
+        }
+        s
+    };
+    let out = p.out.as_mut_ptr::<u8>();
+    if GATE_UP {
+        // One (tile, pair, lane) per thread: gate in register e, up in e + 2.
+        let (t, e, l) = (tid / 64, (tid / 32) % 2, tid % 32);
+        let (lg, ltq) = (l / 4, l % 4);
+        let col = blk * (SKINNY_ROWS / 2) + lg;
+        let tok = 8 * t + gm::acc_col(ltq, e);
+        if t < NT && tok < m && col < n {
+            let v = silu::<Libdevice>(sum(t, e, l)) * sum(t, e + 2, l);
+            // SAFETY: tok < m, col < n: inside out.
+            unsafe { E::store(out, tok * n + col, v) };
+        }
+    } else {
+        let mut item = tid;
+        while item < NT * 4 * 32 {
+            let (t, c, l) = (item / 128, (item / 32) % 4, item % 32);
+            let col = blk * SKINNY_ROWS + gm::acc_row(l / 4, c);
+            let tok = 8 * t + gm::acc_col(l % 4, c);
+            if tok < m && col < n {
+                let mut v = sum(t, c, l);
+                // SAFETY: tok < m, col < n: inside out, bias (n) and residual (m × n).
+                unsafe {
+                    if !p.bias.is_null() {
+                        v += E::load(p.bias.as_ptr(), col);
+                    }
+                    if !p.residual.is_null() {
+                        v += E::load(p.residual.as_ptr(), tok * n + col);
+                    }
+                    E::store(out, tok * n + col, v);
+                }
+            }
+            item += SKINNY_THREADS as usize;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn skinny_entry<E: Epilogue, const GATE_UP: bool>(p: GemmParams) {
+    // SAFETY: as for `skinny`; m ≤ 16 (host-checked), larger m would leave rows unwritten.
+    unsafe {
+        if p.m <= 8 { skinny::<E, GATE_UP, 1>(&p) } else { skinny::<E, GATE_UP, 2>(&p) }
+    }
+}
+
+entry!(gemm_skinny_bf16, GemmParams, |p| skinny_entry::<Bf16, false>(p));
+entry!(gemm_skinny_f16, GemmParams, |p| skinny_entry::<F16, false>(p));
+entry!(gate_up_silu_skinny_bf16, GemmParams, |p| skinny_entry::<Bf16, true>(p));
+entry!(gate_up_silu_skinny_f16, GemmParams, |p| skinny_entry::<F16, true>(p));
+entry!(gemm_tile128_bf16, GemmParams, |p: GemmParams| tiled::<Bf16, false, 128, 4, 2, 3>(&p));
+entry!(gemm_tile128_f16, GemmParams, |p: GemmParams| tiled::<F16, false, 128, 4, 2, 3>(&p));
+entry!(gate_up_silu_tile128_bf16, GemmParams, |p: GemmParams| tiled::<Bf16, true, 128, 4, 2, 3>(&p));
+entry!(gate_up_silu_tile128_f16, GemmParams, |p: GemmParams| tiled::<F16, true, 128, 4, 2, 3>(&p));
+entry!(gemm_tile64_bf16, GemmParams, |p: GemmParams| tiled::<Bf16, false, 64, 2, 1, 4>(&p));
+entry!(gemm_tile64_f16, GemmParams, |p: GemmParams| tiled::<F16, false, 64, 2, 1, 4>(&p));
+entry!(gate_up_silu_tile64_bf16, GemmParams, |p: GemmParams| tiled::<Bf16, true, 64, 2, 1, 4>(&p));
+entry!(gate_up_silu_tile64_f16, GemmParams, |p: GemmParams| tiled::<F16, true, 64, 2, 1, 4>(&p));
+
+const _: () = assert!(WARPS == 8 && TILE_K == 32 && 3 * (128 + 128) * 64 <= TILE_SMEM_BYTES && 4 * (64 + 128) * 64 <= TILE_SMEM_BYTES);

@@ -1,0 +1,134 @@
+//! One forward step on the GPU: embedding → per layer [RMSNorm → fused Q/K/V GEMM (+bias) →
+//! RoPE of Q and K → K/V appended to the layer's pages → decode attention (single-token
+//! generation items, multi-block when it pays) and paged context attention (the rest) →
+//! output projection with the residual in its epilogue → RMSNorm → fused gate/up + SiLU →
+//! down projection with the residual] → the rows that want logits gathered, normed and
+//! multiplied by the LM head → bf16 logits to the host as f32.
+//!
+//! The residual stream alternates between the two `Activations::x` buffers (a GEMM's
+//! residual input and output cannot alias): the attention half writes `x[1]` from `x[0]`, the
+//! MLP half `x[0]` from `x[1]`.
+
+use super::activations::{Activations, Widths};
+use super::batch::{Group, StepPlan};
+use super::kv::GpuKv;
+use super::weights::{GpuLayer, GpuWeights};
+use super::GpuError;
+use crate::config::RopeLayout;
+use half::bf16;
+use host_runtime::kernels::{
+    self, context_attention, decode_attention, gate_up_silu, gemm, kv_append, AppendSlots, BlockTables, ContextSeqs, DecodeShape, GemmEpilogue, MultiBlock, PagedKvShape, Residual, RopeShape, RopeStyle, Rows,
+};
+use host_runtime::{DeviceBuffer, Gpu};
+
+/// One attention group's metadata on the device.
+struct GroupInputs {
+    tables: BlockTables,
+    slots: AppendSlots,
+    first_row: usize,
+    /// Context groups only.
+    seqs: Option<ContextSeqs>,
+}
+
+/// A step's metadata on the device (small uploads, once per step).
+struct StepInputs {
+    ids: DeviceBuffer<u32>,
+    positions: DeviceBuffer<u32>,
+    logit_rows: Option<DeviceBuffer<u32>>,
+    decode: Option<GroupInputs>,
+    context: Option<GroupInputs>,
+}
+
+fn upload_group(gpu: &Gpu, shape: &PagedKvShape, g: &Group, context: bool) -> Result<Option<GroupInputs>, GpuError> {
+    if g.is_empty() {
+        return Ok(None);
+    }
+    let tables = BlockTables::upload(gpu, shape, &g.tables, &g.seq_lens, g.max_blocks())?;
+    let slots = AppendSlots::upload(gpu, &tables, &g.seq_idx, &g.positions)?;
+    let seqs = if context { Some(ContextSeqs::upload(gpu, &tables, &g.q_offsets, &g.new_tokens, &g.start_pos)?) } else { None };
+    Ok(Some(GroupInputs { tables, slots, first_row: g.first_row, seqs }))
+}
+
+fn upload_step(gpu: &Gpu, shape: &PagedKvShape, plan: &StepPlan) -> Result<StepInputs, GpuError> {
+    Ok(StepInputs {
+        ids: gpu.upload(&plan.tokens)?,
+        positions: gpu.upload(&plan.positions)?,
+        logit_rows: if plan.logit_rows.is_empty() { None } else { Some(gpu.upload(&plan.logit_rows)?) },
+        decode: upload_group(gpu, shape, &plan.decode, false)?,
+        context: upload_group(gpu, shape, &plan.context, true)?,
+    })
+}
+
+/// Runs `plan` (its tokens fit the activations; the caller validated the items) and returns
+/// the logits rows of `plan.logit_rows`, in order.
+pub fn forward(gpu: &Gpu, w: &GpuWeights, kv: &mut GpuKv, act: &mut Activations, plan: &StepPlan) -> Result<Vec<Vec<f32>>, GpuError> {
+    let n = plan.tokens.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let inp = upload_step(gpu, kv.shape(), plan)?;
+    let c = &w.config;
+    kernels::embedding(gpu, &w.embed, c.vocab_size, c.hidden, &inp.ids, &mut act.x[0])?;
+    for (l, layer) in w.layers.iter().enumerate() {
+        attention_half(gpu, w, l, layer, kv, act, &inp, n)?;
+        mlp_half(gpu, w, layer, act, n)?;
+    }
+    match &inp.logit_rows {
+        Some(rows) => logits(gpu, w, act, rows, n),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// `x[1] = x[0] + o(attention(rope(q), rope(k), v))` of `attn_norm(x[0])` for layer `l`.
+#[allow(clippy::too_many_arguments)]
+fn attention_half(gpu: &Gpu, w: &GpuWeights, l: usize, layer: &GpuLayer, kv: &mut GpuKv, act: &mut Activations, inp: &StepInputs, n: usize) -> Result<(), GpuError> {
+    let c = &w.config;
+    let wd = Widths::of(c);
+    let [x0, x1] = &mut act.x;
+    kernels::rms_norm_rows(gpu, x0, Residual::None, &layer.attn_norm, &mut act.h, n, c.hidden, c.norm_eps)?;
+    gemm(gpu, &act.h, &layer.qkv, &mut act.qkv, n, wd.qkv, c.hidden, GemmEpilogue { bias: layer.qkv_bias.as_ref(), residual: None })?;
+    // K heads follow the Q heads in each fused row: one launch rotates both.
+    let style = if c.rope_layout == RopeLayout::Neox { RopeStyle::Neox } else { RopeStyle::Gptj };
+    let rope = RopeShape { num_tokens: n, num_q_heads: c.heads + c.kv_heads, num_k_heads: 0, head_dim: c.head_dim, rot_dim: c.head_dim, q_token_stride: wd.qkv, k_token_stride: wd.qkv, style };
+    kernels::rope(gpu, &mut act.qkv, None, &inp.positions, &w.inv_freq, &rope)?;
+    let kv_cols = c.kv_heads * c.head_dim;
+    for g in [&inp.decode, &inp.context].into_iter().flatten() {
+        let row = g.first_row * wd.qkv;
+        let k = Rows { buf: &act.qkv, offset: row + wd.q, stride: wd.qkv };
+        let v = Rows { buf: &act.qkv, offset: row + wd.q + kv_cols, stride: wd.qkv };
+        kv_append(gpu, kv.layer_mut(l), &g.tables, &g.slots, k, v)?;
+    }
+    let shape = DecodeShape { num_heads: c.heads, scale: 1.0 / (c.head_dim as f32).sqrt(), q_seq_stride: wd.qkv, out_seq_stride: wd.q };
+    if let Some(g) = &inp.decode {
+        // Decode items are the first rows: sequence b's query is row b.
+        decode_attention(gpu, kv.layer(l), &g.tables, &act.qkv, &mut act.attn, &shape, MultiBlock::Auto(&mut act.workspace))?;
+    }
+    if let Some(GroupInputs { tables, seqs: Some(seqs), .. }) = &inp.context {
+        context_attention(gpu, kv.layer(l), tables, seqs, &act.qkv, &mut act.attn, &shape)?;
+    }
+    gemm(gpu, &act.attn, &layer.o, x1, n, c.hidden, wd.q, GemmEpilogue { bias: layer.o_bias.as_ref(), residual: Some(x0) })?;
+    Ok(())
+}
+
+/// `x[0] = x[1] + down(silu(gate(h)) * up(h))` with `h = ffn_norm(x[1])`.
+fn mlp_half(gpu: &Gpu, w: &GpuWeights, layer: &GpuLayer, act: &mut Activations, n: usize) -> Result<(), GpuError> {
+    let c = &w.config;
+    let [x0, x1] = &mut act.x;
+    kernels::rms_norm_rows(gpu, x1, Residual::None, &layer.ffn_norm, &mut act.h, n, c.hidden, c.norm_eps)?;
+    gate_up_silu(gpu, &act.h, &layer.gate_up, &mut act.mlp, n, c.intermediate, c.hidden)?;
+    gemm(gpu, &act.mlp, &layer.down, x0, n, c.hidden, c.intermediate, GemmEpilogue { bias: layer.down_bias.as_ref(), residual: Some(x1) })?;
+    Ok(())
+}
+
+/// Final norm and LM head over the gathered rows; bf16 logits widened to f32 on the host.
+fn logits(gpu: &Gpu, w: &GpuWeights, act: &mut Activations, rows: &DeviceBuffer<u32>, n: usize) -> Result<Vec<Vec<f32>>, GpuError> {
+    let c = &w.config;
+    let r = rows.len();
+    // The embedding kernel is a row gather: the residual stream is the table.
+    kernels::embedding(gpu, &act.x[0], n, c.hidden, rows, &mut act.gathered)?;
+    kernels::rms_norm_rows(gpu, &act.gathered, Residual::None, &w.final_norm, &mut act.normed, r, c.hidden, c.norm_eps)?;
+    gemm(gpu, &act.normed, w.lm_head(), &mut act.logits, r, c.vocab_size, c.hidden, GemmEpilogue::none())?;
+    let mut host = vec![bf16::ZERO; r * c.vocab_size];
+    gpu.download_range(&act.logits, 0, &mut host)?;
+    Ok(host.chunks_exact(c.vocab_size).map(|row| row.iter().map(|v| v.to_f32()).collect()).collect())
+}
