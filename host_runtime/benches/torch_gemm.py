@@ -6,7 +6,8 @@ Times `x @ w.T` in bf16 at the shapes `inflight-gemm-bench` uses (M in {1, 16, 2
 gate/up as torch does it (one matmul, then silu(gate) * up) and the down projection with
 the residual added, plus a 1 GiB device-to-device copy. Same method as the Rust bench:
 random inputs, weight copies rotated so that >= 256 MiB of weights are read, 5 warm-up
-runs, median of --runs runs between CUDA events.
+runs, then the median of --runs runs between CUDA events, each run a CUDA graph of 10
+calls (Python's launch overhead would otherwise dominate the small shapes), per call.
 
 With --ours FILE (the JSON lines of `inflight-gemm-bench --json FILE`, same device call)
 it prints our time as a percentage of torch's at every shape, and for M <= 16 both as a
@@ -25,18 +26,35 @@ SHAPES = [(4096, 4096), (6144, 4096), (28672, 4096), (4096, 14336)]
 HIDDEN, INTER = 4096, 14336
 
 
+BATCH = 10
+
+
 def timed(fn, runs, warmup=5):
+    """Median per-call time in us: BATCH calls (rotating inputs) captured in one CUDA graph,
+    replayed `runs` times between events, so Python's launch overhead is not timed."""
     for i in range(warmup):
         fn(i)
     torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for i in range(BATCH):  # warm-up on the capture stream (cuBLAS workspaces)
+            fn(i)
+        with torch.cuda.graph(graph, stream=stream):
+            for i in range(BATCH):
+                fn(i)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph.replay()
+    torch.cuda.synchronize()
     times = []
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for i in range(runs):
+    for _ in range(runs):
         start.record()
-        fn(warmup + i)
+        graph.replay()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
+        times.append(start.elapsed_time(end) * 1e3 / BATCH)
     return statistics.median(times)
 
 

@@ -22,8 +22,8 @@
 //! | path    | entry points                                   | used for                  |
 //! |---------|------------------------------------------------|---------------------------|
 //! | skinny  | `gemm_skinny_<t>`, `gate_up_silu_skinny_<t>`   | `m ≤` [`SKINNY_MAX_M`]    |
-//! | tile64  | `gemm_tile64_<t>`, `gate_up_silu_tile64_<t>`   | fewer 128-row tiles than SMs |
-//! | tile128 | `gemm_tile128_<t>`, `gate_up_silu_tile128_<t>` | everything else           |
+//! | tile64  | `gemm_tile64_<t>`, `gate_up_silu_tile64_<t>`   | `m >` [`SKINNY_MAX_M`]    |
+//! | tile128 | `gemm_tile128_<t>`, `gate_up_silu_tile128_<t>` | on request (slower today) |
 //!
 //! - **tile128 / tile64**: a CTA of [`TILE_THREADS`] threads (8 warps, 2 × 4) computes a
 //!   `BM × 128` output tile (`BM` = 128 or 64; gate/up: 64 output columns = 128 weight rows);
@@ -155,14 +155,12 @@ pub fn grid(op: GemmOp, path: GemmPath, m: usize, n: usize) -> (usize, usize) {
     }
 }
 
-/// The path the launch wrappers pick: skinny for decode-sized `m`; otherwise 128-row tiles
-/// when they give every SM at least one CTA, else 64-row tiles (twice the CTAs).
-pub fn choose_path(op: GemmOp, m: usize, n: usize, multiprocessors: usize) -> GemmPath {
-    if m <= SKINNY_MAX_M {
-        return GemmPath::Skinny;
-    }
-    let (x, y) = grid(op, GemmPath::Tile128, m, n);
-    if x * y >= multiprocessors { GemmPath::Tile128 } else { GemmPath::Tile64 }
+/// The path the launch wrappers pick: skinny for decode-sized `m`, else 64-row tiles. On
+/// the H200 (2026-12-03, BENCHMARKS.md) tile64 was as fast as or faster than tile128 at every
+/// Llama-8B shape with `m` in {256, 4096} (tile128 runs one CTA per SM at 154 registers);
+/// `op`, `n` and the SM count are kept for finer rules.
+pub fn choose_path(_op: GemmOp, m: usize, _n: usize, _multiprocessors: usize) -> GemmPath {
+    if m <= SKINNY_MAX_M { GemmPath::Skinny } else { GemmPath::Tile64 }
 }
 
 #[cfg(test)]
@@ -189,7 +187,7 @@ mod tests {
         assert_eq!(choose_path(GemmOp::Gemm, 1, 4096, 132), GemmPath::Skinny);
         assert_eq!(choose_path(GemmOp::Gemm, 16, 4096, 132), GemmPath::Skinny);
         assert_eq!(choose_path(GemmOp::Gemm, 17, 4096, 132), GemmPath::Tile64);
-        assert_eq!(choose_path(GemmOp::Gemm, 4096, 4096, 132), GemmPath::Tile128);
+        assert_eq!(choose_path(GemmOp::Gemm, 4096, 4096, 132), GemmPath::Tile64);
         assert_eq!(grid(GemmOp::GateUpSilu, GemmPath::Tile128, 256, 14336), (448, 1));
         assert_eq!(grid(GemmOp::Gemm, GemmPath::Skinny, 3, 4096), (256, 1));
     }

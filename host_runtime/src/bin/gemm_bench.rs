@@ -5,7 +5,9 @@
 //!
 //! Per case: random inputs (never zeros), enough weight copies rotated between runs that the
 //! weights are read from memory, not the 50 MB L2 (≥ 256 MiB of weights in all); 5 warm-up
-//! runs, then the median of `--runs` (default 30) runs timed with device events.
+//! runs, then the median of `--runs` (default 30) runs timed with device events, each run
+//! `--batch` (default 10) launches back to back, reported per launch (a 20 µs kernel timed
+//! alone would include the host's launch latency).
 //! `--paths` also times every kernel path that takes the shape, not only the chosen one.
 //! `--check` compares one output per shape with the f64 CPU reference on a few rows.
 
@@ -34,6 +36,8 @@ struct Bench<'g> {
     rng: Rng,
     runs: usize,
     all_paths: bool,
+    /// Launches per timed run (`--batch`, default 10).
+    batch: usize,
     cases: Vec<Case>,
 }
 
@@ -52,8 +56,13 @@ fn copies(bytes: usize) -> usize {
 
 impl Bench<'_> {
     #[allow(clippy::too_many_arguments)]
-    fn record(&mut self, name: &str, path: &str, (m, n, k): (usize, usize, usize), bytes: f64, flops: f64, f: impl FnMut(usize) -> Result<(), DeviceError>) -> Result<(), DeviceError> {
-        let timing = self.gpu.time_runs(5, self.runs, f)?;
+    fn record(&mut self, name: &str, path: &str, (m, n, k): (usize, usize, usize), bytes: f64, flops: f64, mut f: impl FnMut(usize) -> Result<(), DeviceError>) -> Result<(), DeviceError> {
+        // `batch` launches back to back per timed run (so that a short kernel is not timed
+        // with the host's launch latency in it), reported per launch.
+        let batch = self.batch;
+        let t = self.gpu.time_runs(5, self.runs, |i| (0..batch).try_for_each(|j| f(i * batch + j)))?;
+        let per = |v: f64| v / batch as f64;
+        let timing = Timing { median_us: per(t.median_us), min_us: per(t.min_us), max_us: per(t.max_us), runs: t.runs };
         let c = Case { name: name.into(), path: path.into(), m, n, k, bytes, flops, timing };
         eprintln!("  {:<22} {:<8} m{:<5} n{:<6} k{:<6} {:>10.1} us {:>7.1} TFLOP/s {:>7.1} GB/s", c.name, c.path, m, n, k, c.timing.median_us, flops / c.timing.median_us / 1e6, bytes / c.timing.median_us / 1e3);
         self.cases.push(c);
@@ -161,7 +170,7 @@ fn main() {
     };
     let info = gpu.info().clone();
     eprintln!("device: {} (sm_{}, {} SMs), PTX sm_{}; median of {runs} runs", info.name, info.compute_capability, info.multiprocessors, info.ptx_arch);
-    let mut b = Bench { gpu: &gpu, rng: Rng::new(0x6e44_1c2b), runs, all_paths: args.iter().any(|a| a == "--paths"), cases: Vec::new() };
+    let mut b = Bench { gpu: &gpu, rng: Rng::new(0x6e44_1c2b), runs, all_paths: args.iter().any(|a| a == "--paths"), batch: opt("--batch").and_then(|v| v.parse().ok()).unwrap_or(10).max(1), cases: Vec::new() };
     let shapes = [(4096usize, 4096usize), (6144, 4096), (28672, 4096), (4096, 14336)];
     let run = |b: &mut Bench| -> Result<Vec<String>, DeviceError> {
         let mut failures = Vec::new();
