@@ -550,6 +550,43 @@ fn test_fill_uniform<T: DType>(gpu: &Gpu, r: &mut TestRunner) -> Result<(), Stri
     })
 }
 
+/// `logits_top_k` against `TopLogits::of_row` on the same (rounded) values: identical ids
+/// and values (ties → lower id; NaN and `-inf` skipped), the log-sum-exp within 1e-4.
+/// Vocabularies from 1 to past 128k, padded row strides, coarse values (many ties), NaN and
+/// `-inf` entries, all-masked rows, per-row temperatures.
+fn test_top_k<T: DType>(gpu: &Gpu, r: &mut TestRunner) -> Result<(), String> {
+    let vocab = prop_oneof![1usize..100, 100usize..5000, 30_000usize..60_000, Just(128_256usize), Just(151_936)];
+    run(r, (1usize..20, vocab, 0usize..9, any::<u64>()), |(rows, vocab, pad, seed)| {
+        let mut rng = Rng::new(seed);
+        let stride = vocab + pad;
+        let coarse = rng.below(2) == 0;
+        let mut x: Vec<f32> = (0..rows * stride).map(|_| rng.uniform(-12.0, 12.0)).map(|v| if coarse { (v * 2.0).round() / 2.0 } else { v }).collect();
+        for _ in 0..rng.below(40) {
+            let i = rng.below(x.len() as u64) as usize;
+            x[i] = if rng.below(2) == 0 { f32::NAN } else { f32::NEG_INFINITY };
+        }
+        if rows > 2 {
+            // An all-masked row.
+            x[stride..stride + vocab].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+        }
+        let x_h: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
+        let inv_t: Vec<f32> = (0..rows).map(|_| [1.0, 1.0 / rng.uniform(0.2, 3.0)][rng.below(2) as usize]).collect();
+        let buf = gpu.upload(&x_h).map_err(fail)?;
+        let mut top = kernels::TopKBuffers::new(gpu, rows + rng.below(3) as usize).map_err(fail)?;
+        kernels::logits_top_k(gpu, &buf, vocab, stride, &inv_t, &mut top).map_err(fail)?;
+        let got = top.download(gpu, rows).map_err(fail)?;
+        for (i, g) in got.iter().enumerate() {
+            let row: Vec<f32> = x_h[i * stride..i * stride + vocab].iter().map(|v| v.to_f32()).collect();
+            let want = host_runtime::sampling::TopLogits::of_row(&row, kernels::TOP_K_MAX, inv_t[i]);
+            prop_assert_eq!(&g.ids, &want.ids, "row {} ids", i);
+            prop_assert!(g.logits.iter().zip(&want.logits).all(|(a, b)| a.to_bits() == b.to_bits()), "row {} values", i);
+            prop_assert!(g.max == want.max || (g.max.is_nan() && want.max.is_nan()), "row {} max {} vs {}", i, g.max, want.max);
+            prop_assert!(g.lse == want.lse || (g.lse - want.lse).abs() <= 1e-4, "row {} lse {} vs {}", i, g.lse, want.lse);
+        }
+        Ok(())
+    })
+}
+
 fn all_tests() -> Vec<(&'static str, TestFn)> {
     let mut t: Vec<(&'static str, TestFn)> = vec![
         ("copy_bytes", test_copy),
@@ -573,6 +610,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
     t.extend(dtype_tests!("gelu", test_gelu));
     t.extend(dtype_tests!("softmax", test_softmax));
     t.extend(dtype_tests!("fill_uniform", test_fill_uniform));
+    t.extend(dtype_tests!("logits_top_k", test_top_k));
     t.extend([
         ("kv_append_f16", test_kv_append::<f16> as TestFn),
         ("kv_append_bf16", test_kv_append::<bf16> as TestFn),

@@ -275,6 +275,64 @@ fn test_executor_batch(gpu: &Arc<Gpu>) -> Result<(), String> {
     Ok(())
 }
 
+/// The GPU backend with its device-side row reduction hidden: whole rows only.
+struct WholeRows(GpuBackend);
+
+impl Backend for WholeRows {
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+    fn step(&mut self, items: &[BackendItem]) -> Result<Vec<Vec<f32>>, host_runtime::executor::BackendError> {
+        self.0.step(items)
+    }
+    fn swap_out(&mut self, block: u32, slot: usize) -> Result<(), host_runtime::executor::BackendError> {
+        self.0.swap_out(block, slot)
+    }
+    fn swap_in(&mut self, slot: usize, block: u32) -> Result<(), host_runtime::executor::BackendError> {
+        self.0.swap_in(slot, block)
+    }
+    fn copy_block(&mut self, src: u32, dst: u32) -> Result<(), host_runtime::executor::BackendError> {
+        self.0.copy_block(src, dst)
+    }
+}
+
+/// Greedy and top-k requests (with log-probs) sampled from rows reduced on the GPU
+/// (`logits_top_k`) give the same tokens as from whole rows sampled on the host, and log-probs
+/// within 1e-3 (f32 against f64 log-sum-exp); a top-p request (whole rows either way) too.
+fn test_device_sampling(gpu: &Arc<Gpu>) -> Result<(), String> {
+    let m = tiny_model(&llama_shape(), 22);
+    let reduced = executor_for(Box::new(gpu_backend(gpu, &m, 128, 0)?), 128, 64, 0)?;
+    let whole = executor_for(Box::new(WholeRows(gpu_backend(gpu, &m, 128, 0)?)), 128, 64, 0)?;
+    let base = SamplingParams { max_new_tokens: 20, ignore_eos: true, ..Default::default() };
+    let params = [
+        SamplingParams { temperature: 0.0, logprobs: Some(5), ..base.clone() },
+        SamplingParams { temperature: 0.8, top_k: 20, seed: Some(7), logprobs: Some(3), ..base.clone() },
+        SamplingParams { temperature: 1.2, top_k: 32, top_p: 0.8, min_p: 0.05, seed: Some(8), ..base.clone() },
+        SamplingParams { temperature: 1.0, top_p: 0.9, seed: Some(9), ..base.clone() },
+    ];
+    for (i, p) in params.iter().enumerate() {
+        let prompts: Vec<Vec<u32>> = (0..6).map(|j| prompt(5 + 13 * j, 300 + j as u64)).collect();
+        let run = |ex: &Executor| -> Result<Vec<host_runtime::executor::Output>, String> {
+            let hs = prompts.iter().map(|q| ex.submit(Request { prompt: q.clone(), sampling: p.clone() }).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
+            Ok(hs.into_iter().map(|h| h.wait()).collect())
+        };
+        let (a, b) = (run(&reduced)?, run(&whole)?);
+        for (j, (x, y)) in a.iter().zip(&b).enumerate() {
+            if x.token_ids != y.token_ids {
+                return Err(format!("params {i}, prompt {j}: device-reduced {:?} vs whole rows {:?}", x.token_ids, y.token_ids));
+            }
+            for (u, v) in x.logprobs.iter().zip(&y.logprobs) {
+                let close = |a: f32, b: f32| a == b || (a - b).abs() <= 1e-3;
+                if !close(u.logprob, v.logprob) || u.top.len() != v.top.len() || u.top.iter().zip(&v.top).any(|(s, t)| s.id != t.id || !close(s.logprob, t.logprob)) {
+                    return Err(format!("params {i}, prompt {j}: log-probs {u:?} vs {v:?}"));
+                }
+            }
+        }
+    }
+    println!("    {} parameter sets x 6 prompts: device-reduced rows sample exactly as whole rows", params.len());
+    Ok(())
+}
+
 /// A copied block and a block swapped out, overwritten and swapped back hold the same K/V:
 /// the next token's logits are bit-identical to the reference's.
 fn test_swap_and_copy(gpu: &Arc<Gpu>) -> Result<(), String> {
@@ -451,6 +509,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         ("llama_logits_and_greedy_vs_cpu", test_llama_vs_cpu),
         ("qwen2_logits_and_greedy_vs_cpu", test_qwen2_vs_cpu),
         ("executor_batch_matches_alone", test_executor_batch),
+        ("device_sampling_matches_host", test_device_sampling),
         ("swap_and_copy_blocks", test_swap_and_copy),
         ("rejects_bad_input", test_rejects),
         ("synthetic_llama_3_1_8b", test_synthetic_8b),

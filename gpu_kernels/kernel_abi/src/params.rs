@@ -297,3 +297,42 @@ pub struct GemmParams {
     pub k: u32,
     pub _pad: u32,
 }
+
+/// Candidates per row kept by `logits_top_k_<t>`.
+pub const TOP_K_MAX: usize = 32;
+/// Most column splits of one row in `logits_top_k_<t>`.
+pub const TOP_K_MAX_SPLITS: usize = 64;
+
+/// The top-k of logits rows, in two launches, so that greedy and top-k sampling (log-probs
+/// included) read a few hundred bytes per row instead of the whole vocabulary:
+///
+/// 1. `logits_top_k_<t>` (t = f32, f16, bf16), grid `(splits, rows)`: block `(s, r)` takes
+///    the columns `[s·c, min((s+1)·c, vocab))` of row `r` (`c = ceil(vocab / splits)`, row
+///    `r` of `logits` at `r * row_stride`) and writes at `q = r * splits + s` its
+///    [`TOP_K_MAX`] best values (`part_values[q * TOP_K_MAX ..]`, `f32`) and their ids
+///    (`part_ids`, `u32`), best first, ties → lower id, NaN and `-inf` skipped, missing
+///    entries id `u32::MAX` / value `-inf`; and `part_stats[2q..2q+2]` = the running
+///    (max, Σ 2^(y - max)) of `y = x · inv_temperature[r] · log2 e`.
+/// 2. `logits_top_k_merge`, grid `rows`: merges row `r`'s `splits` parts into
+///    `out_ids`/`out_values[r * TOP_K_MAX ..]` and `out_stats[2r]` = the row max (`-inf`
+///    when there is none), `out_stats[2r + 1]` = `Σ exp((x - max) · inv_temperature[r])`
+///    over the values that are neither NaN nor `-inf` (0 with no max; the host takes the
+///    logarithm in f64).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TopKParams {
+    pub logits: DevPtr,
+    /// `f32` per row.
+    pub inv_temperature: DevPtr,
+    pub part_ids: DevPtr,
+    pub part_values: DevPtr,
+    pub part_stats: DevPtr,
+    pub out_ids: DevPtr,
+    pub out_values: DevPtr,
+    pub out_stats: DevPtr,
+    pub rows: u32,
+    pub vocab: u32,
+    pub row_stride: u32,
+    /// 1 ..= [`TOP_K_MAX_SPLITS`].
+    pub splits: u32,
+}

@@ -93,6 +93,27 @@ pub fn shfl_idx_u32(value: u32, src_lane: u32) -> u32 {
     unsafe { shfl_sync_idx_i32(0xffff_ffff, value, src_lane, 0x1f) }
 }
 
+/// The value of `value` in lane `src_lane` (whole warp must participate).
+#[inline(always)]
+pub fn shfl_idx_f32(value: f32, src_lane: u32) -> f32 {
+    f32::from_bits(shfl_idx_u32(value.to_bits(), src_lane))
+}
+
+/// `__ballot_sync(0xffffffff, pred)`: bit `i` set when lane `i`'s `pred` holds (whole warp
+/// must participate).
+#[inline(always)]
+pub fn ballot(pred: bool) -> u32 {
+    let r: u32;
+    // SAFETY: register-only warp vote over the full (converged) warp.
+    unsafe {
+        asm!(
+            "{{ .reg .pred p; setp.ne.u32 p, {1}, 0; vote.sync.ballot.b32 {0}, p, 0xffffffff; }}",
+            out(reg32) r, in(reg32) pred as u32, options(nomem, nostack, preserves_flags)
+        )
+    };
+    r
+}
+
 /// libdevice-backed transcendentals for `kernel_math`'s formulas.
 pub struct Libdevice;
 

@@ -37,6 +37,8 @@ mod tensor_core;
 mod gemm;
 #[cfg(target_arch = "nvptx64")]
 mod random;
+#[cfg(target_arch = "nvptx64")]
+mod top_k;
 
 #[cfg(target_arch = "nvptx64")]
 #[panic_handler]

@@ -16,11 +16,11 @@ use kernel_abi::SoftmaxParams;
 const CACHE: usize = 8;
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 
-/// Running maximum and sum of `2^(x - max)`.
+/// Running maximum and sum of `2^(x - max)` (also the top-k kernel's log-sum-exp).
 #[derive(Clone, Copy)]
-struct Stats2 {
-    max: f32,
-    sum: f32,
+pub(crate) struct Stats2 {
+    pub max: f32,
+    pub sum: f32,
 }
 
 impl Mergeable for Stats2 {
@@ -51,7 +51,7 @@ impl Stats2 {
     /// Adds a chunk: one rescale at most, one `ex2` per element. An all `-inf` (masked)
     /// chunk adds nothing.
     #[inline(always)]
-    fn push<const W: usize>(&mut self, x: &[f32; W]) {
+    pub fn push<const W: usize>(&mut self, x: &[f32; W]) {
         let mut m = x[0];
         for v in x {
             m = m.max(*v);

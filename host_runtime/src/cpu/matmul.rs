@@ -18,7 +18,10 @@
 //!
 //! The register-tiled kernel (up to 4 rows of `x` × 3 weight rows, or 1 × 8, with one
 //! accumulator per output kept in registers) and the single-output [`matmul_dot`] run that
-//! same sequence per output. Without AVX2+FMA every output is one portable 8-lane dot
+//! same sequence per output. For several rows of `x` the tiles go through blocks of 8 rows
+//! and, for long rows (`k` > 576), passes over equal slices of `k` that keep the block and
+//! one weight tile in L1; between passes each output's 8-lane accumulator is stored and
+//! reloaded whole, which leaves step 1's order (and every bit) unchanged. Without AVX2+FMA every output is one portable 8-lane dot
 //! (products and sums unfused): different bits from the AVX2 path, but the same for every
 //! `m` on that machine.
 //!
@@ -38,6 +41,16 @@ const COLS_PER_TASK: usize = 64;
 const MR: usize = 4;
 const NR: usize = 3;
 const NR1: usize = 8;
+
+/// Activation rows per block of the tiled path (two `MR` groups): each `NR`-row slice of
+/// the weight panel is read from L2 once per block and reused from L1 by its groups.
+const MB: usize = 2 * MR;
+
+/// At most this many elements of `k` per pass: a block's `MB` activation rows and one
+/// weight tile stay in L1 (32 KB) for the pass. Longer rows run in equal passes (multiples
+/// of 8); between passes each output's 8-lane accumulator is stored and reloaded whole, so
+/// the operation order (and every bit) is the same as one pass over `k`.
+const KC: usize = 576;
 
 /// Decoded weight panel per task: at most about this many bytes (it stays in L2 while every
 /// activation row passes over it).
@@ -316,7 +329,7 @@ unsafe fn block(x: &[f32], m: usize, k: usize, w: &[f32], bias: Option<&[f32]>, 
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{MR, NR, NR1};
+    use super::{KC, MB, MR, NR, NR1};
     use std::arch::x86_64::*;
 
     /// The canonical horizontal sum: `((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7))`.
@@ -406,13 +419,142 @@ mod avx2 {
             unsafe { row1(x, k, w, nb, bias, y) };
             return;
         }
-        // Each group of activation rows stays in L1 while the panel (in L2) streams past.
+        // Blocks of MB activation rows × passes over at most KC of k: the block's slice of
+        // x stays in L1 while the weight tiles (the panel is in L2) pass it, each tile
+        // used by every MR-row group of the block before the next is loaded.
+        let k8 = k & !7;
+        let passes = k8.div_ceil(KC).max(1);
+        let kc = k8.div_ceil(passes).next_multiple_of(8);
+        let mut accs = ACCS.take();
+        if passes > 1 {
+            accs.resize(MB * nb * 8, 0.0);
+        }
         let mut i0 = 0;
         while i0 < m {
-            let mr = (m - i0).min(MR);
-            // SAFETY: rows i0..i0+mr <= m, panel rows 0..nb; the caller's contract.
-            unsafe { tiles(x, k, w, i0, mr, 0, nb, bias, y, ldy) };
-            i0 += mr;
+            let mb = (m - i0).min(MB);
+            for p in 0..passes {
+                let pass = Pass { t0: (p * kc).min(k8), t1: ((p + 1) * kc).min(k8), first: p == 0, last: p + 1 == passes };
+                let mut j = 0;
+                while j < nb {
+                    let nr = (nb - j).min(NR);
+                    let mut i = i0;
+                    while i < i0 + mb {
+                        let mr = (i0 + mb - i).min(MR);
+                        // SAFETY: rows i..i+mr <= m, panel rows j..j+nr <= nb; the caller's
+                        // contract; `accs` holds MB × nb accumulators when passes > 1.
+                        unsafe { tile_pass(x, k, w, i, mr, j, nr, i - i0, nb, &pass, &mut accs, bias, y, ldy) };
+                        i += mr;
+                    }
+                    j += nr;
+                }
+            }
+            i0 += mb;
+        }
+        ACCS.set(accs);
+    }
+
+    thread_local! {
+        /// Each worker's buffer for the 8-lane accumulators kept between passes over `k`.
+        static ACCS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+
+    /// One pass over `k`: elements `t0..t1` (multiples of 8, `t1 <= k & !7`); the first
+    /// starts the accumulators at zero, the last finishes the outputs (horizontal sum, the
+    /// `k % 8` tail, the bias) and stores them.
+    struct Pass {
+        t0: usize,
+        t1: usize,
+        first: bool,
+        last: bool,
+    }
+
+    /// Dispatches an `mr × nr` tile (`mr <= MR`, `nr <= NR`) to [`pass`].
+    ///
+    /// # Safety
+    /// As [`pass`].
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_pass(x: &[f32], k: usize, w: &[f32], i0: usize, mr: usize, j0: usize, nr: usize, bi: usize, nb: usize, p: &Pass, accs: &mut [f32], bias: Option<&[f32]>, y: *mut f32, ldy: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match (mr, nr) {
+                (4, 3) => pass::<4, 3>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                (4, 2) => pass::<4, 2>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                (4, _) => pass::<4, 1>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                (3, 3) => pass::<3, 3>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                (3, 2) => pass::<3, 2>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                (3, _) => pass::<3, 1>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                (2, 3) => pass::<2, 3>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                (2, 2) => pass::<2, 2>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                (2, _) => pass::<2, 1>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                (_, 3) => pass::<1, 3>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                (_, 2) => pass::<1, 2>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+                _ => pass::<1, 1>(x, k, w, i0, j0, bi, nb, p, accs, bias, y, ldy),
+            }
+        }
+    }
+
+    /// Rows `i0..i0+M` of `x` × panel rows `j0..j0+N` over one [`Pass`], in the canonical
+    /// order: the accumulator of output `(i0 + i, j0 + j)` lives at `accs[((bi + i)·nb + j0
+    /// + j)·8..][..8]` between passes.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `x.len() >= (i0 + M)·k`, `w.len() >= (j0 + N)·k`; when the
+    /// pass is not both first and last, `accs.len() >= (bi + M)·nb·8`; `y + i·ldy + j`
+    /// writable for the tile's outputs.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pass<const M: usize, const N: usize>(x: &[f32], k: usize, w: &[f32], i0: usize, j0: usize, bi: usize, nb: usize, p: &Pass, accs: &mut [f32], bias: Option<&[f32]>, y: *mut f32, ldy: usize) {
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        let at = |i: usize, j: usize| ((bi + i) * nb + j0 + j) * 8;
+        let mut acc = [[_mm256_setzero_ps(); N]; M];
+        if !p.first {
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                for (j, a) in acc_i.iter_mut().enumerate() {
+                    // SAFETY: at(i, j) + 8 <= accs.len() (the contract).
+                    *a = unsafe { _mm256_loadu_ps(accs.as_ptr().add(at(i, j))) };
+                }
+            }
+        }
+        let mut t = p.t0;
+        // SAFETY: every load reads 8 floats at t + 8 <= k of a row the contract covers.
+        unsafe {
+            while t < p.t1 {
+                let mut wv = [_mm256_setzero_ps(); N];
+                for (j, v) in wv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(wp.add((j0 + j) * k + t));
+                }
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_loadu_ps(xp.add((i0 + i) * k + t));
+                    for (a, v) in acc_i.iter_mut().zip(&wv) {
+                        *a = _mm256_fmadd_ps(xv, *v, *a);
+                    }
+                }
+                t += 8;
+            }
+        }
+        if !p.last {
+            for (i, acc_i) in acc.iter().enumerate() {
+                for (j, a) in acc_i.iter().enumerate() {
+                    // SAFETY: as above.
+                    unsafe { _mm256_storeu_ps(accs.as_mut_ptr().add(at(i, j)), *a) };
+                }
+            }
+            return;
+        }
+        let k8 = k & !7;
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (j, a) in acc_i.iter().enumerate() {
+                let mut s = hsum(*a);
+                for t in k8..k {
+                    // SAFETY: t < k, inside both rows.
+                    s += unsafe { *xp.add((i0 + i) * k + t) * *wp.add((j0 + j) * k + t) };
+                }
+                let b = bias.map_or(0.0, |b| b[j0 + j]);
+                // SAFETY: the caller's contract.
+                unsafe { *y.add((i0 + i) * ldy + j0 + j) = s + b };
+            }
         }
     }
 
@@ -439,38 +581,6 @@ mod avx2 {
                 }
             }
             j0 += nr;
-        }
-    }
-
-    /// Rows `i0..i0+mr` of `x` (`mr <= MR`; one row goes through `1 × NR` tiles) against
-    /// panel rows `j0..j1`.
-    ///
-    /// # Safety
-    /// As [`block`], for rows `i0 + mr <= m` and `j1 <= nb`.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tiles(x: &[f32], k: usize, w: &[f32], i0: usize, mr: usize, j0: usize, j1: usize, bias: Option<&[f32]>, y: *mut f32, ldy: usize) {
-        let mut j = j0;
-        while j < j1 {
-            let nr = (j1 - j).min(NR);
-            // SAFETY: the caller's contract.
-            unsafe {
-                match (mr, nr) {
-                    (4, 3) => store::<4, 3>(x, w, k, i0, j, bias, y, ldy),
-                    (4, 2) => store::<4, 2>(x, w, k, i0, j, bias, y, ldy),
-                    (4, _) => store::<4, 1>(x, w, k, i0, j, bias, y, ldy),
-                    (3, 3) => store::<3, 3>(x, w, k, i0, j, bias, y, ldy),
-                    (3, 2) => store::<3, 2>(x, w, k, i0, j, bias, y, ldy),
-                    (3, _) => store::<3, 1>(x, w, k, i0, j, bias, y, ldy),
-                    (2, 3) => store::<2, 3>(x, w, k, i0, j, bias, y, ldy),
-                    (2, 2) => store::<2, 2>(x, w, k, i0, j, bias, y, ldy),
-                    (2, _) => store::<2, 1>(x, w, k, i0, j, bias, y, ldy),
-                    (_, 3) => store::<1, 3>(x, w, k, i0, j, bias, y, ldy),
-                    (_, 2) => store::<1, 2>(x, w, k, i0, j, bias, y, ldy),
-                    _ => store::<1, 1>(x, w, k, i0, j, bias, y, ldy),
-                }
-            }
-            j += nr;
         }
     }
 }
@@ -546,6 +656,30 @@ mod tests {
                     let want: f64 = (0..k).map(|t| xi[t] as f64 * w[j * k + t] as f64).sum::<f64>() + b.map_or(0.0, |b| b[j] as f64);
                     let scale: f64 = (0..k).map(|t| (xi[t] as f64 * w[j * k + t] as f64).abs()).sum::<f64>() + 1.0;
                     prop_assert!((y[i * n + j] as f64 - want).abs() <= 1e-5 * scale, "({}, {}): {} vs {}", i, j, y[i * n + j], want);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Rows longer than one pass over `k` (odd lengths, odd row and column counts): the
+        /// bits of the canonical single-output dot, and close to an f64 reference.
+        #[test]
+        fn long_rows_in_passes(m in 2usize..20, k in 577usize..1800, n in 1usize..30, seed in any::<u32>()) {
+            let f = val(seed);
+            let x: Vec<f32> = (0..m * k).map(|i| f(i) * 0.1).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| f(i + 11)).collect();
+            let bias: Vec<f32> = (0..n).map(|i| f(i + 5)).collect();
+            let y = matmul_nt(&x, &w, Some(&bias), m, k, n);
+            for i in 0..m {
+                let xi = &x[i * k..(i + 1) * k];
+                for j in 0..n {
+                    let wj = &w[j * k..(j + 1) * k];
+                    prop_assert_eq!(y[i * n + j].to_bits(), (matmul_dot(xi, wj) + bias[j]).to_bits(), "({}, {})", i, j);
+                    let want: f64 = (0..k).map(|t| xi[t] as f64 * wj[t] as f64).sum::<f64>() + bias[j] as f64;
+                    let scale: f64 = (0..k).map(|t| (xi[t] as f64 * wj[t] as f64).abs()).sum::<f64>() + 1.0;
+                    prop_assert!((y[i * n + j] as f64 - want).abs() <= 1e-5 * scale);
                 }
             }
         }

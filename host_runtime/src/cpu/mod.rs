@@ -4,6 +4,7 @@
 //! dtype takes the rounding function `round` for it.
 
 mod alloc;
+mod attention;
 mod gemm;
 mod matmul;
 mod ops;
@@ -12,6 +13,7 @@ pub mod qdot;
 mod random;
 
 pub use alloc::keep_large_allocations_in_heap;
+pub use attention::{attend_row, attend_rows};
 pub use gemm::{gate_up_silu_f64, gemm_f64};
 pub use matmul::{dot, matmul_dot, matmul_nt, matmul_nt_rows, WeightRows};
 pub use ops::*;

@@ -4,6 +4,7 @@
 //! it, the step's host-tier swaps and block copies, in the order the executor calls them.
 
 use crate::kv::BlockId;
+use crate::sampling::{LogitsWant, TopLogits};
 
 /// One request's part of a step.
 #[derive(Clone, Copy, Debug)]
@@ -18,6 +19,13 @@ pub struct BackendItem<'a> {
     pub needs_logits: bool,
 }
 
+/// One logits row of a step, whole or reduced where it was computed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogitsRow {
+    Full(Vec<f32>),
+    Top(TopLogits),
+}
+
 /// A backend failure; the requests of the failed step end with this message.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("backend: {0}")]
@@ -29,6 +37,19 @@ pub trait Backend: Send + 'static {
     fn vocab_size(&self) -> usize;
     /// Runs one step; returns one logits row per item with `needs_logits`, in item order.
     fn step(&mut self, items: &[BackendItem]) -> Result<Vec<Vec<f32>>, BackendError>;
+    /// Runs one step like [`Backend::step`]; `wants` has one entry per item with
+    /// `needs_logits`, in item order, and a row may come back as [`LogitsRow::Top`] where
+    /// its want says [`LogitsWant::Top`] (with at least [`Backend::top_candidates`]
+    /// candidates). The default returns whole rows.
+    fn step_reduced(&mut self, items: &[BackendItem], wants: &[LogitsWant]) -> Result<Vec<LogitsRow>, BackendError> {
+        let _ = wants;
+        Ok(self.step(items)?.into_iter().map(LogitsRow::Full).collect())
+    }
+    /// How many candidates a [`LogitsRow::Top`] of this backend holds (0: it returns whole
+    /// rows only).
+    fn top_candidates(&self) -> usize {
+        0
+    }
     /// Copies device block `block` to host-tier slot `slot` (before it is reused).
     fn swap_out(&mut self, block: BlockId, slot: usize) -> Result<(), BackendError>;
     /// Copies host-tier slot `slot` back into device block `block`.

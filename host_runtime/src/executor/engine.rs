@@ -16,12 +16,14 @@
 //! `BeamSearch`, whose parents and tokens go to `Scheduler::on_beam_step_done`; it ends
 //! when the search is done, at `max_new_tokens` or when the context is full.
 
-use super::backend::{Backend, BackendItem};
+use super::backend::{Backend, BackendItem, LogitsRow};
 use super::detok::Detokenizer;
 use super::probe::Probe;
 use super::request::FinishReason;
 use super::sequence::Sequence;
+use crate::sampling::LogitsWant;
 use crate::scheduler::{RequestId, Scheduler, Step, StepItem};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -49,7 +51,8 @@ pub(super) struct Shared {
 
 /// What the loop does next.
 enum Work {
-    Step(Step),
+    /// A step and, per item with `needs_logits`, what its row must hold.
+    Step(Step, Vec<LogitsWant>),
     Probes(Vec<Probe>),
 }
 
@@ -96,9 +99,9 @@ impl LoopCtx {
         while let Some(work) = self.plan() {
             match work {
                 Work::Probes(p) => self.run_probes(p),
-                Work::Step(step) => {
+                Work::Step(step, wants) => {
                     let t0 = Instant::now();
-                    let result = self.compute(&step);
+                    let result = self.compute(&step, &wants);
                     self.apply(step, result, t0);
                 }
             }
@@ -131,7 +134,8 @@ impl LoopCtx {
                     || !step.swap_in.is_empty()
                     || !step.block_copies.is_empty();
                 if work {
-                    return Some(Work::Step(step));
+                    let wants = logits_wants(&s, &step, self.backend.top_candidates());
+                    return Some(Work::Step(step, wants));
                 }
                 // Nothing fits right now (waiting on memory held by nobody would be a
                 // scheduler bug; sleep briefly rather than spin).
@@ -145,9 +149,9 @@ impl LoopCtx {
 
     /// Runs the host-tier copies and the forward pass (no lock held). A panicking backend
     /// is caught and turned into an error for this step's requests, and stops the loop.
-    fn compute(&mut self, step: &Step) -> Result<Vec<Vec<f32>>, String> {
+    fn compute(&mut self, step: &Step, wants: &[LogitsWant]) -> Result<Vec<LogitsRow>, String> {
         let backend = &mut self.backend;
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<Vec<f32>>, String> {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<LogitsRow>, String> {
             for &(block, slot) in &step.swap_out {
                 backend.swap_out(block, slot).map_err(|e| e.to_string())?;
             }
@@ -165,7 +169,7 @@ impl LoopCtx {
             if items.is_empty() {
                 return Ok(Vec::new());
             }
-            let logits = backend.step(&items).map_err(|e| e.to_string())?;
+            let logits = backend.step_reduced(&items, wants).map_err(|e| e.to_string())?;
             let want = items.iter().filter(|i| i.needs_logits).count();
             if logits.len() != want {
                 return Err(format!("backend returned {} logits rows for {want} requests", logits.len()));
@@ -183,7 +187,7 @@ impl LoopCtx {
     }
 
     /// Samples and updates every request of the step, then publishes iteration stats.
-    fn apply(&mut self, step: Step, result: Result<Vec<Vec<f32>>, String>, t0: Instant) {
+    fn apply(&mut self, step: Step, result: Result<Vec<LogitsRow>, String>, t0: Instant) {
         let (lock, cv) = &*self.shared;
         let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         let s = &mut *guard;
@@ -201,8 +205,9 @@ impl LoopCtx {
                     s.scheduler.cancel(it.id);
                 }
             }
-            Ok(mut logits) => {
-                let mut row = 0;
+            Ok(rows) => {
+                let (mut sampled, beam_rows) = sample_rows(s, &step, rows);
+                let mut beam_rows = beam_rows.into_iter();
                 let mut i = 0;
                 while i < step.items.len() {
                     let it = &step.items[i];
@@ -210,19 +215,13 @@ impl LoopCtx {
                     if beam {
                         // The group's items are consecutive.
                         let n = step.items[i..].iter().take_while(|x| x.id == it.id && x.needs_logits).count();
-                        let rows: Vec<&[f32]> = logits[row..row + n].iter().map(Vec::as_slice).collect();
+                        let group: Vec<Vec<f32>> = beam_rows.by_ref().take(n).collect();
+                        let rows: Vec<&[f32]> = group.iter().map(Vec::as_slice).collect();
                         self.update_beam(s, &step.items[i..i + n], &rows);
-                        row += n;
                         i += n;
                         continue;
                     }
-                    let sampled = if it.needs_logits {
-                        row += 1;
-                        Some(&mut logits[row - 1])
-                    } else {
-                        None
-                    };
-                    self.update(s, it, sampled);
+                    self.update(s, it, sampled[i].take());
                     i += 1;
                 }
             }
@@ -242,8 +241,9 @@ impl LoopCtx {
         cv.notify_all();
     }
 
-    /// One request after the step: sample if it produced logits, end it if it is done.
-    fn update(&self, s: &mut Shared, it: &StepItem, logits: Option<&mut Vec<f32>>) {
+    /// One request after the step: record the token sampled from its logits (if any), end
+    /// it if it is done.
+    fn update(&self, s: &mut Shared, it: &StepItem, sampled: Option<u32>) {
         let id = it.id;
         let Some(seq) = s.sequences.get_mut(&id) else {
             return; // cancelled during the step
@@ -253,11 +253,10 @@ impl LoopCtx {
             seq.seen_context = true;
             seq.reused_tokens = it.start_pos;
         }
-        let Some(logits) = logits else {
+        let Some(tok) = sampled else {
             s.scheduler.on_step_done(id, None);
             return;
         };
-        let tok = seq.sample(logits);
         s.scheduler.on_step_done(id, Some(tok));
         let context_left = self.max_seq_len.saturating_sub(it.start_pos + it.tokens.len() + 1);
         let ended = seq.advance(context_left).is_some() || seq.disconnected;
@@ -304,6 +303,52 @@ impl LoopCtx {
             s.scheduler.finish(id);
         }
     }
+}
+
+/// What each item with `needs_logits` needs of its row, in item order: beams and requests
+/// whose processors act need the whole row; greedy and small top-k draws a device's
+/// `top_candidates` (none when it keeps none).
+fn logits_wants(s: &Shared, step: &Step, top_candidates: usize) -> Vec<LogitsWant> {
+    step.items
+        .iter()
+        .filter(|it| it.needs_logits)
+        .map(|it| match s.sequences.get(&it.id) {
+            Some(seq) if top_candidates > 0 && !seq.is_beam() => seq.sampler.want(&seq.generated, top_candidates),
+            _ => LogitsWant::Full,
+        })
+        .collect()
+}
+
+/// Samples every non-beam row of a step, in parallel across requests (each request's
+/// sampler and generator are its own, so the result does not depend on the order). Returns
+/// the token per item index (`None` for items without logits, beams, cancelled requests)
+/// and the beam groups' rows, in order.
+fn sample_rows(s: &mut Shared, step: &Step, rows: Vec<LogitsRow>) -> (Vec<Option<u32>>, Vec<Vec<f32>>) {
+    let mut sampled = vec![None; step.items.len()];
+    let mut beam_rows = Vec::new();
+    let mut jobs = Vec::new();
+    let mut rows = rows.into_iter();
+    for (i, it) in step.items.iter().enumerate().filter(|(_, it)| it.needs_logits) {
+        let Some(row) = rows.next() else { break };
+        match s.sequences.get(&it.id) {
+            Some(seq) if seq.is_beam() => beam_rows.push(match row {
+                LogitsRow::Full(v) => v,
+                // A backend only reduces rows that asked for it; beams never do.
+                LogitsRow::Top(_) => Vec::new(),
+            }),
+            Some(_) => jobs.push((i, it.id, row)),
+            None => {} // cancelled during the step
+        }
+    }
+    // Each request appears once among the non-beam items of a step.
+    let mut work: Vec<(usize, Sequence, LogitsRow)> = jobs.into_iter().filter_map(|(i, id, row)| s.sequences.remove(&id).map(|seq| (i, seq, row))).collect();
+    let sample = |(_, seq, row): &mut (usize, Sequence, LogitsRow)| seq.sample_row(row);
+    let tokens: Vec<u32> = if work.len() > 1 { work.par_iter_mut().map(sample).collect() } else { work.iter_mut().map(sample).collect() };
+    for ((i, seq, _), tok) in work.into_iter().zip(tokens) {
+        sampled[i] = Some(tok);
+        s.sequences.insert(step.items[i].id, seq);
+    }
+    (sampled, beam_rows)
 }
 
 /// Records why the loop stops and refuses new work from now on (`is_alive` false).

@@ -34,7 +34,7 @@ mod sequence;
 #[cfg(test)]
 mod tests;
 
-pub use backend::{Backend, BackendError, BackendItem};
+pub use backend::{Backend, BackendError, BackendItem, LogitsRow};
 pub use detok::{Detokenizer, NoText, TextStream};
 pub use probe::ProbeError;
 pub use request::{BeamOutput, FinishReason, Output, OutputSink, Request, TokenLogprobs};

@@ -11,6 +11,7 @@
 
 use super::detok::{Detokenizer, TextStream};
 use super::request::{BeamOutput, FinishReason, Output, OutputSink, TokenLogprobs};
+use super::backend::LogitsRow;
 use crate::sampling::{BeamSearch, BeamStep, Sampled, Sampler, SamplingParams, StopMatcher};
 
 pub(super) struct Sequence {
@@ -122,9 +123,17 @@ impl Sequence {
         reason
     }
 
-    /// Samples the next token from `logits` and records it. Returns it.
-    pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
-        let s: Sampled = self.sampler.sample(logits, &self.generated);
+    /// Samples the next token from a step's row (whole, or reduced as the sampler's `want`
+    /// asked) and records it. Returns it.
+    pub fn sample_row(&mut self, row: &mut LogitsRow) -> u32 {
+        let s: Sampled = match row {
+            LogitsRow::Full(logits) => self.sampler.sample(logits, &self.generated),
+            LogitsRow::Top(top) => self.sampler.sample_top(top),
+        };
+        self.record(s)
+    }
+
+    fn record(&mut self, s: Sampled) -> u32 {
         self.sampler.accept(s.id);
         self.generated.push(s.id);
         self.logprobs.push(TokenLogprobs { id: s.id, logprob: s.logprob, top: s.top });

@@ -473,3 +473,78 @@ fn a_probe_that_panics_stops_the_loop() {
     }
     assert!(matches!(e.submit(Request { prompt: vec![1], sampling: greedy(1) }), Err(ExecutorError::Closed)));
 }
+
+/// The toy backend reducing rows as a GPU does ([`Backend::step_reduced`] through
+/// `TopLogits::of_row`), with few candidates so that the want rules matter.
+struct Reducing(Toy);
+
+const REDUCED_K: usize = 6;
+
+impl Backend for Reducing {
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+    fn step(&mut self, items: &[BackendItem]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.0.step(items)
+    }
+    fn step_reduced(&mut self, items: &[BackendItem], wants: &[crate::sampling::LogitsWant]) -> Result<Vec<LogitsRow>, BackendError> {
+        let rows = self.0.step(items)?;
+        assert_eq!(rows.len(), wants.len(), "one want per logits row");
+        Ok(rows
+            .into_iter()
+            .zip(wants)
+            .map(|(row, w)| match *w {
+                crate::sampling::LogitsWant::Full => LogitsRow::Full(row),
+                crate::sampling::LogitsWant::Top { inv_temperature } => LogitsRow::Top(crate::sampling::TopLogits::of_row(&row, REDUCED_K, inv_temperature)),
+            })
+            .collect())
+    }
+    fn top_candidates(&self) -> usize {
+        REDUCED_K
+    }
+    fn swap_out(&mut self, block: BlockId, slot: usize) -> Result<(), BackendError> {
+        self.0.swap_out(block, slot)
+    }
+    fn swap_in(&mut self, slot: usize, block: BlockId) -> Result<(), BackendError> {
+        self.0.swap_in(slot, block)
+    }
+    fn copy_block(&mut self, src: BlockId, dst: BlockId) -> Result<(), BackendError> {
+        self.0.copy_block(src, dst)
+    }
+}
+
+/// A batch of greedy, top-k, top-p, penalised, beam and log-prob requests gives the same
+/// outputs whether the backend returns whole rows or rows reduced where they were computed.
+#[test]
+fn reduced_rows_give_the_same_outputs_as_whole_rows() {
+    let model = ToyModel::random(11, 24, 3.0);
+    let cfg = || config(CapacityPolicy::MaxUtilization, 64, 8);
+    let whole = executor(&model, cfg(), Duration::ZERO);
+    let c = cfg();
+    let reduced = Executor::new(c.clone(), Box::new(Reducing(Toy::new(model.clone(), &c.kv, Duration::ZERO))), Arc::new(NoText)).unwrap();
+    let sampled = |t: f32, k: i64, p: f32, seed: u64| SamplingParams { temperature: t, top_k: k, top_p: p, seed: Some(seed), max_new_tokens: 12, ignore_eos: true, ..Default::default() };
+    let params = vec![
+        greedy(12),
+        SamplingParams { logprobs: Some(3), ..greedy(12) },
+        SamplingParams { logprobs: Some(9), ..greedy(12) },
+        sampled(0.8, 4, 1.0, 1),
+        sampled(1.3, 6, 0.7, 2),
+        sampled(1.0, 0, 0.9, 3),
+        SamplingParams { min_p: 0.2, ..sampled(0.9, 5, 1.0, 4) },
+        SamplingParams { repetition_penalty: 1.3, ..sampled(1.0, 3, 1.0, 5) },
+        SamplingParams { min_new_tokens: 4, end_id: Some(2), ..greedy(12) },
+        beam(3, 2, 6),
+    ];
+    for (i, p) in params.iter().enumerate() {
+        let prompt = [i as u32 % 24, 5, 7];
+        let handles: Vec<_> = [&whole, &reduced].iter().map(|e| e.submit(Request { prompt: prompt.to_vec(), sampling: p.clone() }).unwrap()).collect();
+        let outs: Vec<Output> = handles.into_iter().map(|h| h.wait()).collect();
+        assert_eq!(outs[0].token_ids, outs[1].token_ids, "request {i}: {p:?}");
+        assert_eq!(outs[0].beams.len(), outs[1].beams.len());
+        for (a, b) in outs[0].logprobs.iter().zip(&outs[1].logprobs) {
+            assert_eq!(a.id, b.id);
+            assert!((a.logprob - b.logprob).abs() < 1e-5, "request {i}: {} vs {}", a.logprob, b.logprob);
+            assert_eq!(a.top.iter().map(|t| t.id).collect::<Vec<_>>(), b.top.iter().map(|t| t.id).collect::<Vec<_>>());
+        }
+    }
+}

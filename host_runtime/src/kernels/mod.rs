@@ -13,6 +13,7 @@ mod norm;
 mod random;
 mod rope;
 mod softmax;
+mod top_k;
 
 pub use attention::{choose_splits, decode_attention, kv_append, AppendSlots, AttentionWorkspace, BlockTables, DecodeShape, KvPools, MultiBlock, PagedKvShape};
 pub use context_attention::{context_attention, ContextSeqs};
@@ -23,6 +24,7 @@ pub use norm::{layer_norm, rms_norm, rms_norm_rows, Residual};
 pub use random::fill_uniform;
 pub use rope::{rope, RopeShape, RopeStyle};
 pub use softmax::softmax;
+pub use top_k::{logits_top_k, TopKBuffers, TOP_K_MAX};
 
 use crate::device::{DeviceError, Gpu};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
@@ -43,6 +45,7 @@ impl KernelParams for DecodeAttentionParams {}
 impl KernelParams for AttentionMergeParams {}
 impl KernelParams for GemmParams {}
 impl KernelParams for ContextAttentionParams {}
+impl KernelParams for TopKParams {}
 
 /// The parameter struct as the launch's single by-value argument.
 #[repr(transparent)]

@@ -35,5 +35,5 @@ pub use beam::{BeamHypothesis, BeamSearch, BeamStep};
 pub use params::{InvalidParam, MAX_LOGPROBS, SamplingParams};
 pub use processors::{Processors, TokenCounts};
 pub use rng::RequestRng;
-pub use sample::{Sampled, Sampler, TokenLogprob};
+pub use sample::{LogitsWant, Sampled, Sampler, TokenLogprob, TopLogits};
 pub use stop::StopMatcher;

@@ -163,6 +163,12 @@ impl Processors {
         self.repetition_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
     }
 
+    /// Whether any processor changes a row at this step (`generated` = the tokens generated
+    /// so far): a penalty, a bad word, or min-tokens masking still in force.
+    pub fn acts(&self, generated: &[u32]) -> bool {
+        self.needs_counts() || !self.bad_words.is_empty() || (generated.len() < self.min_new_tokens && !self.min_mask.is_empty())
+    }
+
     /// Applies every processor to `logits` in place. `generated` is the request's (or the
     /// beam's) generated tokens and `counts` their counts (only read when
     /// [`Processors::needs_counts`]).

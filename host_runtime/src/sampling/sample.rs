@@ -47,6 +47,54 @@ pub struct Sampled {
     pub top: Vec<TokenLogprob>,
 }
 
+/// A logits row reduced where it was computed (see [`LogitsWant::Top`]): its best
+/// candidates, best first (ties → lower id; NaN and `-inf` left out), the row max, and
+/// `lse = ln Σ exp((x - max) · inv_t)` over the whole row at the inverse temperature asked
+/// for (1 for greedy).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopLogits {
+    pub ids: Vec<u32>,
+    pub logits: Vec<f32>,
+    pub max: f32,
+    pub lse: f64,
+}
+
+impl TopLogits {
+    /// From a device's `Σ exp(...)` (its logarithm taken here, in f64).
+    pub fn from_sum(ids: Vec<u32>, logits: Vec<f32>, max: f32, sum: f32) -> TopLogits {
+        let lse = if sum > 0.0 { f64::from(sum).ln() } else { f64::NEG_INFINITY };
+        TopLogits { ids, logits, max, lse }
+    }
+
+    /// The reference reduction of a full row: its `k` best and the f64 log-sum-exp.
+    pub fn of_row(row: &[f32], k: usize, inv_t: f32) -> TopLogits {
+        let mut keys: Vec<u64> = row.iter().enumerate().filter(|(_, x)| **x > f32::NEG_INFINITY).map(|(i, &x)| rank_key(x, i as u32)).collect();
+        keys.sort_unstable();
+        keys.truncate(k);
+        let ids: Vec<u32> = keys.iter().map(|&key| key_id(key)).collect();
+        let logits: Vec<f32> = ids.iter().map(|&i| row[i as usize]).collect();
+        let max = logits.first().copied().unwrap_or(f32::NEG_INFINITY);
+        let sum: f64 = if max.is_finite() {
+            row.iter().filter(|x| **x > f32::NEG_INFINITY).map(|&x| f64::from((x - max) * inv_t).exp()).sum()
+        } else {
+            0.0
+        };
+        let lse = if sum > 0.0 { sum.ln() } else { f64::NEG_INFINITY };
+        TopLogits { ids, logits, max, lse }
+    }
+}
+
+/// What a request needs of a step's logits row: decided before the step
+/// ([`Sampler::want`]), so a device can reduce the row where it is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LogitsWant {
+    /// The whole row.
+    Full,
+    /// A [`TopLogits`] with at least as many candidates as the sampler's top-k (and its
+    /// top-n log-probs) need, its log-sum-exp at this inverse temperature.
+    Top { inv_temperature: f32 },
+}
+
 /// One pass over `logits`: the argmax (ties → lowest index, NaN skipped), the max, and
 /// `ln Σ exp(x - max)` (f64 accumulation). All `-inf`/NaN: `(0, -inf, -inf)`.
 pub fn argmax_logsumexp(logits: &[f32]) -> (u32, f32, f64) {
@@ -66,14 +114,14 @@ pub fn argmax_logsumexp(logits: &[f32]) -> (u32, f32, f64) {
     (best, m, s.ln())
 }
 
-/// The `n` largest logits' ids, best first, ties → lower id, NaN skipped.
+/// The `n` largest logits' ids, best first, ties → lower id, NaN and `-inf` (masked) skipped.
 pub fn top_n_ids(logits: &[f32], n: usize) -> Vec<u32> {
     let mut top: Vec<(f32, u32)> = Vec::with_capacity(n + 1);
     if n == 0 {
         return Vec::new();
     }
     for (i, &x) in logits.iter().enumerate() {
-        if x.is_nan() || (top.len() == n && x <= top[n - 1].0) {
+        if !(x > f32::NEG_INFINITY) || (top.len() == n && x <= top[n - 1].0) {
             continue;
         }
         // Equal values stay in index order: a later index goes after them.
@@ -158,6 +206,54 @@ impl Sampler {
         }
     }
 
+    /// What this step's row must hold for [`Sampler::sample_top`] to give exactly what
+    /// [`Sampler::sample`] gives on the whole row, when a device keeps `max_k` candidates:
+    /// no processor acts at this step (`generated` = the tokens generated so far), the top-n
+    /// log-probs fit in `max_k`, and the draw is greedy or limited to a top-k of at most
+    /// `max_k`. Otherwise the whole row.
+    pub fn want(&self, generated: &[u32], max_k: usize) -> LogitsWant {
+        if self.processors.acts(generated) || self.logprobs.unwrap_or(0) > max_k {
+            return LogitsWant::Full;
+        }
+        let inv_t = 1.0 / self.temperature;
+        if self.temperature == 0.0 || !inv_t.is_finite() {
+            LogitsWant::Top { inv_temperature: 1.0 }
+        } else if (1..=max_k).contains(&self.top_k) {
+            LogitsWant::Top { inv_temperature: inv_t }
+        } else {
+            LogitsWant::Full
+        }
+    }
+
+    /// Samples from a reduced row asked for by [`Sampler::want`]: the same token, log-prob
+    /// and top log-probs as [`Sampler::sample`] on the whole row (up to the rounding of the
+    /// log-sum-exp). The chosen token is not counted (see [`Sampler::accept`]).
+    pub fn sample_top(&mut self, top: &TopLogits) -> Sampled {
+        let m = top.max;
+        let first = top.ids.first().copied().unwrap_or(0);
+        if !m.is_finite() || top.ids.is_empty() {
+            // Every token masked (or a +inf logit).
+            let logprob = if m == f32::INFINITY { 0.0 } else { f32::NEG_INFINITY };
+            return Sampled { id: first, logprob, top: Vec::new() };
+        }
+        let inv_t = 1.0 / self.temperature;
+        let greedy = self.temperature == 0.0 || !inv_t.is_finite();
+        let t = if greedy { 1.0 } else { f64::from(self.temperature) };
+        let logprob = |x: f32| ((f64::from(x) - f64::from(m)) / t - top.lse) as f32;
+        let n = self.logprobs.unwrap_or(0).min(top.ids.len());
+        let top_n = top.ids[..n].iter().zip(&top.logits).map(|(&id, &x)| TokenLogprob { id, logprob: logprob(x) }).collect();
+        let id = if greedy {
+            first
+        } else {
+            let k = self.top_k.min(top.ids.len());
+            let w: Vec<f32> = top.logits[..k].iter().map(|&x| ((x - m) * inv_t).exp()).collect();
+            let u = self.rng.uniform();
+            draw_ranked(&top.ids[..k], &w, self.top_p, self.min_p, u).unwrap_or(first)
+        };
+        let x = top.ids.iter().position(|&i| i == id).map_or(m, |j| top.logits[j]);
+        Sampled { id, logprob: logprob(x), top: top_n }
+    }
+
     /// Records a generated token for the penalty counts (optional: `sample` also counts the
     /// new tokens of `generated`; each token is counted once either way).
     pub fn accept(&mut self, token: u32) {
@@ -220,26 +316,30 @@ impl Sampler {
         let keep = |i: u32| w[i as usize] >= min_p;
         let u = self.rng.uniform();
 
-        let chosen = if k == v && self.top_p >= 1.0 {
+        let chosen = if self.top_k == 0 && self.top_p >= 1.0 {
             // The whole vocabulary (min-p filtered): no candidate list at all.
             let total: f64 = if min_p > 0.0 { w.iter().filter(|&&x| x >= min_p).map(|&x| f64::from(x)).sum() } else { z };
             walk((0..v as u32).filter(|&i| keep(i)), w, u * total).unwrap_or(amax as u32)
-        } else {
+        } else if self.top_k > 0 {
             // Ranking by u64 keys (logit descending, then id) keeps the selection and the
-            // sorts on plain integers in one contiguous buffer.
+            // sort on plain integers in one contiguous buffer. The k candidates are walked
+            // in rank order, exactly as [`Sampler::sample_top`] walks a device's top list.
             let keys = &mut self.keys;
             keys.clear();
             keys.extend(logits_ro.iter().enumerate().map(|(i, &x)| rank_key(x, i as u32)));
-            let mut len = v;
             if k < v {
                 keys.select_nth_unstable(k - 1);
-                len = k;
+                keys.truncate(k);
             }
-            if self.top_p < 1.0 {
-                let cand = &mut keys[..len];
-                let z_cand = if k < v { cand.iter().map(|&key| f64::from(w[key_id(key) as usize])).sum() } else { z };
-                len = top_p_prefix(cand, w, f64::from(self.top_p) * z_cand);
-            }
+            keys.sort_unstable();
+            let ids: Vec<u32> = keys.iter().map(|&key| key_id(key)).collect();
+            let cand_w: Vec<f32> = ids.iter().map(|&i| w[i as usize]).collect();
+            draw_ranked(&ids, &cand_w, self.top_p, min_p, u).unwrap_or(amax as u32)
+        } else {
+            let keys = &mut self.keys;
+            keys.clear();
+            keys.extend(logits_ro.iter().enumerate().map(|(i, &x)| rank_key(x, i as u32)));
+            let len = top_p_prefix(keys, w, f64::from(self.top_p) * z);
             let cand = keys[..len].iter().map(|&key| key_id(key));
             let total: f64 = cand.clone().filter(|&i| keep(i)).map(|i| f64::from(w[i as usize])).sum();
             walk(cand.filter(|&i| keep(i)), w, u * total).unwrap_or(amax as u32)
@@ -249,6 +349,38 @@ impl Sampler {
         let logprob = |x: f32| ((f64::from(x) - f64::from(m)) / t - lse) as f32;
         Sampled { id: chosen, logprob: logprob(logits_ro[chosen as usize]), top: self.top_logprobs(logits_ro, logprob) }
     }
+}
+
+/// Draws from candidates in rank order (best first) with weights `w` (relative to the row
+/// max, temperature applied): top-p keeps the shortest prefix holding `top_p` of their mass,
+/// min-p keeps `w ≥ min_p`, then `u ∈ [0, 1)` picks by the running sum. `None` when every
+/// weight is zero.
+fn draw_ranked(ids: &[u32], w: &[f32], top_p: f32, min_p: f32, u: f64) -> Option<u32> {
+    let mut len = ids.len();
+    if top_p < 1.0 {
+        let target = f64::from(top_p) * w.iter().map(|&x| f64::from(x)).sum::<f64>();
+        let mut acc = 0f64;
+        if let Some(j) = w.iter().position(|&x| {
+            acc += f64::from(x);
+            acc >= target
+        }) {
+            len = j + 1;
+        }
+    }
+    let kept = || (0..len).filter(|&j| w[j] >= min_p);
+    let total: f64 = kept().map(|j| f64::from(w[j])).sum();
+    let mut acc = 0f64;
+    let mut last = None;
+    for j in kept() {
+        if w[j] > 0.0 {
+            acc += f64::from(w[j]);
+            last = Some(ids[j]);
+            if acc > u * total {
+                return last;
+            }
+        }
+    }
+    last
 }
 
 /// A sort key ordering tokens by logit descending, then id ascending (`-0.0` ranks as
@@ -632,5 +764,60 @@ mod tests {
         assert_eq!(m, logits[ids[0]]);
         let want: f64 = logits.iter().map(|&x| (f64::from(x) - f64::from(m)).exp()).sum::<f64>().ln();
         assert!((lse - want).abs() < 1e-6);
+    }
+
+    proptest! {
+        /// A row reduced to its top 32 (as the GPU does) samples exactly as the whole row
+        /// whenever `want` asks for the reduced form: same token (same seed), same top-n ids,
+        /// log-probs within rounding.
+        #[test]
+        fn reduced_rows_sample_like_whole_rows(
+            seed in any::<u64>(), v in 1usize..400, t in prop_oneof![Just(0.0f32), 0.2f32..3.0],
+            top_k in 0i64..40, top_p in prop_oneof![Just(1.0f32), 0.05f32..1.0], min_p in prop_oneof![Just(0.0f32), 0.0f32..0.5],
+            logprobs in prop_oneof![Just(None), (0usize..8).prop_map(Some)], masked in 0usize..20, ties in 0usize..6,
+        ) {
+            let mut r = Rng::new(seed);
+            // Coarse values so that ties happen; some -inf (masked) entries.
+            let mut row: Vec<f32> = (0..v).map(|_| (r.uniform(-6.0, 6.0) * 4.0).round() / 4.0).collect();
+            for _ in 0..masked.min(v - 1) {
+                row[r.below(v as u64) as usize] = f32::NEG_INFINITY;
+            }
+            for _ in 0..ties {
+                let (a, b) = (r.below(v as u64) as usize, r.below(v as u64) as usize);
+                row[a] = row[b];
+            }
+            let params = SamplingParams { temperature: t, top_k, top_p, min_p, logprobs, seed: Some(seed), ..Default::default() };
+            let mut whole = Sampler::new(&params, &[], &[]);
+            let mut reduced = whole.clone();
+            match whole.want(&[], 32) {
+                LogitsWant::Full => prop_assert!(t > 0.0 && !(1..=32).contains(&top_k)),
+                LogitsWant::Top { inv_temperature } => {
+                    for _ in 0..4 {
+                        let a = whole.sample(&mut row.clone(), &[]);
+                        let b = reduced.sample_top(&TopLogits::of_row(&row, 32, inv_temperature));
+                        prop_assert_eq!(a.id, b.id);
+                        prop_assert!(a.logprob == b.logprob || (a.logprob - b.logprob).abs() <= 1e-5 * a.logprob.abs().max(1.0), "{} vs {}", a.logprob, b.logprob);
+                        prop_assert_eq!(a.top.iter().map(|x| x.id).collect::<Vec<_>>(), b.top.iter().map(|x| x.id).collect::<Vec<_>>());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn processors_force_whole_rows() {
+        let base = SamplingParams { temperature: 0.0, ..Default::default() };
+        for p in [
+            SamplingParams { repetition_penalty: 1.1, ..base.clone() },
+            SamplingParams { presence_penalty: 0.5, ..base.clone() },
+            SamplingParams { bad_words: vec![vec![3]], ..base.clone() },
+            SamplingParams { logprobs: Some(20), ..base.clone() },
+        ] {
+            assert_eq!(Sampler::new(&p, &[1, 2], &[0]).want(&[], 16), LogitsWant::Full, "{p:?}");
+        }
+        let min = SamplingParams { min_new_tokens: 2, ..base.clone() };
+        let s = Sampler::new(&min, &[1], &[0]);
+        assert_eq!(s.want(&[5], 32), LogitsWant::Full);
+        assert_eq!(s.want(&[5, 6], 32), LogitsWant::Top { inv_temperature: 1.0 });
     }
 }

@@ -115,33 +115,20 @@ pub struct HeadShape {
     pub head_dim: usize,
 }
 
-/// Causal attention of one query head `h` for `t` new queries (`q` `[t, heads, d]`,
-/// positions `start..start+t`) over the rows of positions `0..start+t` (`k`, `v`: one
-/// `[kv_heads × d]` row per position). Returns `[t, d]`.
-fn head_attention(q: &[f32], k: &[&[f32]], v: &[&[f32]], start: usize, t: usize, h: usize, s: HeadShape) -> Vec<f32> {
+/// Causal attention of the query heads of KV head `kvh` (`group` heads from `kvh·group`)
+/// for `t` new queries (`q` `[t, heads, d]`, positions `start..start+t`) over the rows of
+/// positions `0..start+t` (`k`, `v`: one `[kv_heads × d]` row per position), each key and
+/// value row read once for the group. Returns `[t, group, d]`.
+fn group_attention(q: &[f32], k: &[&[f32]], v: &[&[f32]], start: usize, t: usize, kvh: usize, s: HeadShape) -> Vec<f32> {
     let d = s.head_dim;
-    let kvh = h / (s.heads / s.kv_heads);
+    let group = s.heads / s.kv_heads;
     let scale = 1.0 / (d as f32).sqrt();
-    let mut out = vec![0f32; t * d];
-    let mut scores = Vec::with_capacity(start + t);
-    for i in 0..t {
-        let qi = &q[(i * s.heads + h) * d..][..d];
+    let mut out = vec![0f32; t * group * d];
+    let mut scores = Vec::new();
+    for (i, o) in out.chunks_exact_mut(group * d).enumerate() {
+        let qi = &q[(i * s.heads + kvh * group) * d..][..group * d];
         let n = start + i + 1;
-        scores.clear();
-        scores.extend(k[..n].iter().map(|kj| cpu::dot(qi, &kj[kvh * d..][..d]) * scale));
-        let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for sc in scores.iter_mut() {
-            *sc = (*sc - max).exp();
-            sum += *sc;
-        }
-        let o = &mut out[i * d..(i + 1) * d];
-        for (w, vj) in scores.iter().zip(v) {
-            let w = w / sum;
-            for (oe, ve) in o.iter_mut().zip(&vj[kvh * d..][..d]) {
-                *oe += w * ve;
-            }
-        }
+        cpu::attend_rows(qi, group, &k[..n], &v[..n], kvh * d, scale, &mut scores, o);
     }
     out
 }
@@ -158,7 +145,7 @@ pub fn flatten(seqs: &[SeqInput]) -> (Vec<u32>, Vec<u32>) {
 
 /// One layer's attention over a batch: stores each sequence's new K/V rows (`k`, `v`
 /// `[total, kv_heads × d]`) in layer `layer` of `kv`, then attends its queries (`q`
-/// `[total, heads × d]`) causally over every position stored, every (sequence, head) pair
+/// `[total, heads × d]`) causally over every position stored, every (sequence, KV head) pair
 /// in parallel, reading the store in place. Returns `[total, heads × d]`.
 pub fn attend(seqs: &[SeqInput], layer: usize, q: &[f32], k: &[f32], v: &[f32], shape: HeadShape, kv: &mut dyn KvStore) -> Vec<f32> {
     let (heads, d) = (shape.heads, shape.head_dim);
@@ -174,18 +161,19 @@ pub fn attend(seqs: &[SeqInput], layer: usize, q: &[f32], k: &[f32], v: &[f32], 
     }
     let kv: &dyn KvStore = kv;
     let rows: Vec<_> = seqs.iter().enumerate().map(|(si, s)| kv.rows(si, layer, s.start + s.tokens.len())).collect();
-    let work: Vec<(usize, usize)> = (0..seqs.len()).flat_map(|si| (0..heads).map(move |h| (si, h))).collect();
+    let group = heads / shape.kv_heads;
+    let work: Vec<(usize, usize)> = (0..seqs.len()).flat_map(|si| (0..shape.kv_heads).map(move |g| (si, g))).collect();
     let parts: Vec<Vec<f32>> = work
         .par_iter()
-        .map(|&(si, h)| {
+        .map(|&(si, g)| {
             let (s, (kr, vr)) = (&seqs[si], &rows[si]);
-            head_attention(&q[offsets[si] * q_row..], kr, vr, s.start, s.tokens.len(), h, shape)
+            group_attention(&q[offsets[si] * q_row..], kr, vr, s.start, s.tokens.len(), g, shape)
         })
         .collect();
     let mut out = vec![0f32; at * q_row];
-    for (&(si, h), part) in work.iter().zip(&parts) {
-        for (i, row) in part.chunks_exact(d).enumerate() {
-            out[((offsets[si] + i) * heads + h) * d..][..d].copy_from_slice(row);
+    for (&(si, g), part) in work.iter().zip(&parts) {
+        for (i, rows) in part.chunks_exact(group * d).enumerate() {
+            out[((offsets[si] + i) * heads + g * group) * d..][..group * d].copy_from_slice(rows);
         }
     }
     out

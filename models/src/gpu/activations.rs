@@ -2,12 +2,12 @@
 //! `max_batch_size` logits rows) and reused by every step: the residual stream (two buffers
 //! the projections' residual epilogues alternate between), the normed input, the fused
 //! Q/K/V rows, the attention output, the MLP activation, the gathered logits rows, the
-//! logits, and the multi-block decode workspace.
+//! logits, their per-row top candidates, and the multi-block decode workspace.
 
 use super::GpuError;
 use crate::config::ModelConfig;
 use half::bf16;
-use host_runtime::kernels::AttentionWorkspace;
+use host_runtime::kernels::{AttentionWorkspace, TopKBuffers};
 use host_runtime::{DeviceBuffer, Gpu};
 
 /// Splits per sequence the decode workspace holds at the largest batch (more at smaller
@@ -33,6 +33,8 @@ pub struct Activations {
     pub normed: DeviceBuffer<bf16>,
     /// `[logits rows, vocab]`.
     pub logits: DeviceBuffer<bf16>,
+    /// Per logits row: the best candidates and the log-sum-exp inputs (`logits_top_k`).
+    pub top: TopKBuffers,
     pub workspace: AttentionWorkspace,
 }
 
@@ -62,7 +64,8 @@ pub fn activation_bytes(c: &ModelConfig, max_tokens: usize, max_batch: usize) ->
     let w = Widths::of(c);
     let per_token = 3 * w.hidden + w.qkv + w.q + w.inter;
     let per_logit_row = 2 * w.hidden + w.vocab;
-    ((max_tokens * per_token + max_batch * per_logit_row) * 2 + workspace_elements(c, max_batch).max(4) * 4) as u64
+    let top = max_batch * (2 * host_runtime::kernels::TOP_K_MAX + 3) * 4;
+    ((max_tokens * per_token + max_batch * per_logit_row) * 2 + workspace_elements(c, max_batch).max(4) * 4 + top) as u64
 }
 
 impl Activations {
@@ -83,6 +86,7 @@ impl Activations {
             gathered: gpu.alloc(max_batch * w.hidden)?,
             normed: gpu.alloc(max_batch * w.hidden)?,
             logits: gpu.alloc(max_batch * w.vocab)?,
+            top: TopKBuffers::new(gpu, max_batch)?,
             workspace: AttentionWorkspace::new(gpu, max_batch, c.heads, c.head_dim, SPLITS_AT_MAX_BATCH)?,
         })
     }

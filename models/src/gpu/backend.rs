@@ -10,7 +10,8 @@ use super::kv::GpuKv;
 use super::weights::GpuWeights;
 use super::GpuError;
 use crate::config::ModelConfig;
-use host_runtime::executor::{Backend, BackendError, BackendItem};
+use host_runtime::executor::{Backend, BackendError, BackendItem, LogitsRow};
+use host_runtime::sampling::LogitsWant;
 use host_runtime::kv::BlockId;
 use host_runtime::Gpu;
 use std::sync::Arc;
@@ -97,11 +98,18 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Runs one step; the logits of the items with `needs_logits`, in item order.
+    /// Runs one step; the logits of the items with `needs_logits`, in item order, whole.
     pub fn run_step(&mut self, items: &[BackendItem]) -> Result<Vec<Vec<f32>>, GpuError> {
+        let rows = self.run_step_reduced(items, &[])?;
+        Ok(rows.into_iter().map(|r| if let LogitsRow::Full(v) = r { v } else { Vec::new() }).collect())
+    }
+
+    /// Runs one step; the logits rows of the items with `needs_logits`, in item order, each
+    /// reduced on the device when its want says so (see `Backend::step_reduced`).
+    pub fn run_step_reduced(&mut self, items: &[BackendItem], wants: &[LogitsWant]) -> Result<Vec<LogitsRow>, GpuError> {
         self.check_items(items)?;
         let plan = plan_step(items, self.cfg.tokens_per_block);
-        forward(&self.gpu, &self.weights, &mut self.kv, &mut self.act, &plan)
+        forward(&self.gpu, &self.weights, &mut self.kv, &mut self.act, &plan, wants)
     }
 }
 
@@ -112,6 +120,14 @@ impl Backend for GpuBackend {
 
     fn step(&mut self, items: &[BackendItem]) -> Result<Vec<Vec<f32>>, BackendError> {
         Ok(self.run_step(items)?)
+    }
+
+    fn step_reduced(&mut self, items: &[BackendItem], wants: &[LogitsWant]) -> Result<Vec<LogitsRow>, BackendError> {
+        Ok(self.run_step_reduced(items, wants)?)
+    }
+
+    fn top_candidates(&self) -> usize {
+        host_runtime::kernels::TOP_K_MAX
     }
 
     fn swap_out(&mut self, block: BlockId, slot: usize) -> Result<(), BackendError> {

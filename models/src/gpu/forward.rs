@@ -3,7 +3,8 @@
 //! generation items, multi-block when it pays) and paged context attention (the rest) →
 //! output projection with the residual in its epilogue → RMSNorm → fused gate/up + SiLU →
 //! down projection with the residual] → the rows that want logits gathered, normed and
-//! multiplied by the LM head → bf16 logits to the host as f32.
+//! multiplied by the LM head → per row, either its top candidates and log-sum-exp
+//! (`logits_top_k`, a few hundred bytes to the host) or the whole bf16 row as f32.
 //!
 //! The residual stream alternates between the two `Activations::x` buffers (a GEMM's
 //! residual input and output cannot alias): the attention half writes `x[1]` from `x[0]`, the
@@ -19,6 +20,8 @@ use half::bf16;
 use host_runtime::kernels::{
     self, context_attention, decode_attention, gate_up_silu, gemm, kv_append, AppendSlots, BlockTables, ContextSeqs, DecodeShape, GemmEpilogue, MultiBlock, PagedKvShape, Residual, RopeShape, RopeStyle, Rows,
 };
+use host_runtime::executor::LogitsRow;
+use host_runtime::sampling::LogitsWant;
 use host_runtime::{DeviceBuffer, Gpu};
 
 /// One attention group's metadata on the device.
@@ -60,8 +63,9 @@ fn upload_step(gpu: &Gpu, shape: &PagedKvShape, plan: &StepPlan) -> Result<StepI
 }
 
 /// Runs `plan` (its tokens fit the activations; the caller validated the items) and returns
-/// the logits rows of `plan.logit_rows`, in order.
-pub fn forward(gpu: &Gpu, w: &GpuWeights, kv: &mut GpuKv, act: &mut Activations, plan: &StepPlan) -> Result<Vec<Vec<f32>>, GpuError> {
+/// the logits rows of `plan.logit_rows`, in order, each as its want asks (`wants` has one
+/// per row; whole rows when it is empty).
+pub fn forward(gpu: &Gpu, w: &GpuWeights, kv: &mut GpuKv, act: &mut Activations, plan: &StepPlan, wants: &[LogitsWant]) -> Result<Vec<LogitsRow>, GpuError> {
     let n = plan.tokens.len();
     if n == 0 {
         return Ok(Vec::new());
@@ -74,7 +78,7 @@ pub fn forward(gpu: &Gpu, w: &GpuWeights, kv: &mut GpuKv, act: &mut Activations,
         mlp_half(gpu, w, layer, act, n)?;
     }
     match &inp.logit_rows {
-        Some(rows) => logits(gpu, w, act, rows, n),
+        Some(rows) => logits(gpu, w, act, rows, n, wants),
         None => Ok(Vec::new()),
     }
 }
@@ -120,15 +124,47 @@ fn mlp_half(gpu: &Gpu, w: &GpuWeights, layer: &GpuLayer, act: &mut Activations, 
     Ok(())
 }
 
-/// Final norm and LM head over the gathered rows; bf16 logits widened to f32 on the host.
-fn logits(gpu: &Gpu, w: &GpuWeights, act: &mut Activations, rows: &DeviceBuffer<u32>, n: usize) -> Result<Vec<Vec<f32>>, GpuError> {
+/// Final norm and LM head over the gathered rows; then each row reduced on the device or
+/// widened to f32 on the host, as its want asks.
+fn logits(gpu: &Gpu, w: &GpuWeights, act: &mut Activations, rows: &DeviceBuffer<u32>, n: usize, wants: &[LogitsWant]) -> Result<Vec<LogitsRow>, GpuError> {
     let c = &w.config;
     let r = rows.len();
     // The embedding kernel is a row gather: the residual stream is the table.
     kernels::embedding(gpu, &act.x[0], n, c.hidden, rows, &mut act.gathered)?;
     kernels::rms_norm_rows(gpu, &act.gathered, Residual::None, &w.final_norm, &mut act.normed, r, c.hidden, c.norm_eps)?;
     gemm(gpu, &act.normed, w.lm_head(), &mut act.logits, r, c.vocab_size, c.hidden, GemmEpilogue::none())?;
-    let mut host = vec![bf16::ZERO; r * c.vocab_size];
-    gpu.download_range(&act.logits, 0, &mut host)?;
-    Ok(host.chunks_exact(c.vocab_size).map(|row| row.iter().map(|v| v.to_f32()).collect()).collect())
+    let top_of = |want: Option<&LogitsWant>| match want {
+        Some(&LogitsWant::Top { inv_temperature }) => Some(inv_temperature),
+        _ => None,
+    };
+    let inv_t: Vec<Option<f32>> = (0..r).map(|i| top_of(wants.get(i))).collect();
+    let full = inv_t.iter().filter(|t| t.is_none()).count();
+    let mut tops = if full < r {
+        let t: Vec<f32> = inv_t.iter().map(|t| t.unwrap_or(1.0)).collect();
+        kernels::logits_top_k(gpu, &act.logits, c.vocab_size, c.vocab_size, &t, &mut act.top)?;
+        act.top.download(gpu, r)?.into_iter().map(Some).collect()
+    } else {
+        vec![None; r]
+    };
+    let v = c.vocab_size;
+    let widen = |row: &[bf16]| row.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+    // Whole rows: one download when most rows want them, else one per row.
+    let all = if full * 2 > r {
+        let mut host = vec![bf16::ZERO; r * v];
+        gpu.download_range(&act.logits, 0, &mut host)?;
+        Some(host)
+    } else {
+        None
+    };
+    let mut row = vec![bf16::ZERO; v];
+    (0..r)
+        .map(|i| match (tops[i].take(), &all) {
+            (Some(top), _) if inv_t[i].is_some() => Ok(LogitsRow::Top(top)),
+            (_, Some(host)) => Ok(LogitsRow::Full(widen(&host[i * v..(i + 1) * v]))),
+            (_, None) => {
+                gpu.download_range(&act.logits, i * v, &mut row)?;
+                Ok(LogitsRow::Full(widen(&row)))
+            }
+        })
+        .collect()
 }
