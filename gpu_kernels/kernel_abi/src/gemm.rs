@@ -22,12 +22,17 @@
 //! | path    | entry points                                   | used for                  |
 //! |---------|------------------------------------------------|---------------------------|
 //! | skinny  | `gemm_skinny_<t>`, `gate_up_silu_skinny_<t>`   | `m ≤` [`SKINNY_MAX_M`]    |
-//! | tile64  | `gemm_tile64_<t>`, `gate_up_silu_tile64_<t>`   | `m >` [`SKINNY_MAX_M`]    |
-//! | tile128 | `gemm_tile128_<t>`, `gate_up_silu_tile128_<t>` | on request (slower today) |
+//! | tile64  | `gemm_tile64_<t>`, `gate_up_silu_tile64_<t>`   | `m >` [`SKINNY_MAX_M`], small grids |
+//! | tile128 | `gemm_tile128_<t>`, `gate_up_silu_tile128_<t>` | `m ≥ 128`, grids ≥ [`TILE128_MIN_CTAS_PER_SM`] × SMs ([`choose_path`]) |
 //!
-//! - **tile128 / tile64**: a CTA of [`TILE_THREADS`] threads (8 warps, 2 × 4) computes a
-//!   `BM × 128` output tile (`BM` = 128 or 64; gate/up: 64 output columns = 128 weight rows);
-//!   `k` is walked in steps of [`TILE_K`] through a multi-stage `cp.async` pipeline in XOR-
+//! - **tile128**: a CTA of [`TILE128_THREADS`] threads (4 warps, 2 × 2, each a 64 × 64 warp
+//!   tile) computes a `128 × 128` output tile (gate/up: 64 output columns = 128 weight rows)
+//!   through a [`TILE128_STAGES`]-stage pipeline in dynamic shared memory
+//!   ([`tile_smem_bytes`], above the 48 KiB static limit: the launch opts in); two CTAs fit
+//!   an SM. Used for `m ≥ 128` when it gives at least [`TILE128_MIN_CTAS_PER_SM`] CTAs per SM.
+//! - **tile64**: a CTA of [`TILE_THREADS`] threads (8 warps, 2 × 4, 32 × 32 warp tiles)
+//!   computes a `64 × 128` output tile, 4 stages in 48 KiB of static shared memory.
+//!   Both tiled paths: `k` is walked in steps of [`TILE_K`] through a multi-stage `cp.async` pipeline in XOR-
 //!   swizzled shared memory, fragments come from `ldmatrix.x4`, products from
 //!   `mma.sync.m16n8k16` (f32 accumulators). Grid `(n tiles × m tiles)`, one linear index
 //!   per tile, ordered in groups of 8 N tiles (M-major inside a group) for L2 reuse.
@@ -51,8 +56,25 @@ pub const SKINNY_MAX_M: usize = 16;
 pub const SKINNY_THREADS: u32 = 128;
 /// Weight rows per skinny CTA (the M of one `m16n8k16` product).
 pub const SKINNY_ROWS: usize = 16;
-/// Threads per CTA of the tiled paths (8 warps).
+/// Threads per CTA of the tile64 path (8 warps).
 pub const TILE_THREADS: u32 = 256;
+/// Threads per CTA of the tile128 path (4 warps of 64 × 64: 2 along M × 2 along N).
+pub const TILE128_THREADS: u32 = 128;
+/// `cp.async` pipeline stages of the tile128 path.
+pub const TILE128_STAGES: usize = 4;
+/// The wrappers pick tile128 (over tile64) when its grid has at least this many CTAs per SM.
+pub const TILE128_MIN_CTAS_PER_SM: usize = 1;
+
+/// Dynamic shared memory (bytes) a launch of `path` needs: tile128 keeps its
+/// [`TILE128_STAGES`] stages of 128 + [`TILE_N`] rows of [`TILE_K`] 16-bit elements there
+/// (64 KiB, above the 48 KiB a launch gets without opting in); tile64 and skinny use
+/// static shared memory only.
+pub const fn tile_smem_bytes(path: GemmPath) -> u32 {
+    match path {
+        GemmPath::Tile128 => (TILE128_STAGES * (128 + TILE_N) * TILE_K * 2) as u32,
+        GemmPath::Tile64 | GemmPath::Skinny => 0,
+    }
+}
 /// Weight rows (N) per tiled CTA.
 pub const TILE_N: usize = 128;
 /// `k` per pipeline stage of the tiled paths.
@@ -97,7 +119,8 @@ impl GemmPath {
     pub const fn threads(self) -> u32 {
         match self {
             GemmPath::Skinny => SKINNY_THREADS,
-            _ => TILE_THREADS,
+            GemmPath::Tile64 => TILE_THREADS,
+            GemmPath::Tile128 => TILE128_THREADS,
         }
     }
 }
@@ -155,12 +178,18 @@ pub fn grid(op: GemmOp, path: GemmPath, m: usize, n: usize) -> (usize, usize) {
     }
 }
 
-/// The path the launch wrappers pick: skinny for decode-sized `m`, else 64-row tiles. On
-/// the H200 (2026-12-03, BENCHMARKS.md) tile64 was as fast as or faster than tile128 at every
-/// Llama-8B shape with `m` in {256, 4096} (tile128 runs one CTA per SM at 154 registers);
-/// `op`, `n` and the SM count are kept for finer rules.
-pub fn choose_path(_op: GemmOp, m: usize, _n: usize, _multiprocessors: usize) -> GemmPath {
-    if m <= SKINNY_MAX_M { GemmPath::Skinny } else { GemmPath::Tile64 }
+/// The path the launch wrappers pick: skinny for decode-sized `m`; else tile128 (128 × 128
+/// CTA tiles, 64 × 64 warp tiles: the fewest shared-memory reads per product) when `m` fills
+/// its 128-row tiles (`m ≥ 128`) and its grid has at least [`TILE128_MIN_CTAS_PER_SM`] CTAs
+/// per SM, tile64 otherwise (more, smaller CTAs keep every SM busy). On the H200
+/// (2026-12-03 session 4) this picked the faster of the two at every Llama-8B shape with
+/// `m` in {64, 128, 256, 4096}. `multiprocessors = 0` counts as 132 (H100/H200).
+pub fn choose_path(op: GemmOp, m: usize, n: usize, multiprocessors: usize) -> GemmPath {
+    if m <= SKINNY_MAX_M {
+        return GemmPath::Skinny;
+    }
+    let sms = if multiprocessors == 0 { 132 } else { multiprocessors };
+    if m >= 128 && grid(op, GemmPath::Tile128, m, n).0 >= TILE128_MIN_CTAS_PER_SM * sms { GemmPath::Tile128 } else { GemmPath::Tile64 }
 }
 
 #[cfg(test)]
@@ -187,7 +216,14 @@ mod tests {
         assert_eq!(choose_path(GemmOp::Gemm, 1, 4096, 132), GemmPath::Skinny);
         assert_eq!(choose_path(GemmOp::Gemm, 16, 4096, 132), GemmPath::Skinny);
         assert_eq!(choose_path(GemmOp::Gemm, 17, 4096, 132), GemmPath::Tile64);
-        assert_eq!(choose_path(GemmOp::Gemm, 4096, 4096, 132), GemmPath::Tile64);
+        assert_eq!(choose_path(GemmOp::Gemm, 4096, 4096, 132), GemmPath::Tile128);
+        assert_eq!(choose_path(GemmOp::Gemm, 256, 4096, 132), GemmPath::Tile64);
+        assert_eq!(choose_path(GemmOp::GateUpSilu, 256, 14336, 132), GemmPath::Tile128);
+        assert_eq!(choose_path(GemmOp::GateUpSilu, 64, 14336, 132), GemmPath::Tile64);
+        assert_eq!(choose_path(GemmOp::Gemm, 128, 28672, 132), GemmPath::Tile128);
+        assert_eq!(choose_path(GemmOp::Gemm, 256, 6144, 132), GemmPath::Tile64);
+        assert_eq!(tile_smem_bytes(GemmPath::Tile128), 65536);
+        assert_eq!(tile_smem_bytes(GemmPath::Tile64), 0);
         assert_eq!(grid(GemmOp::GateUpSilu, GemmPath::Tile128, 256, 14336), (448, 1));
         assert_eq!(grid(GemmOp::Gemm, GemmPath::Skinny, 3, 4096), (256, 1));
     }

@@ -5,7 +5,14 @@
 //! `ldmatrix` lanes, fragment assembly, gate/up row interleave): `kernel_math::gemm`, where
 //! a CPU emulation of `ldmatrix` and `mma.sync` checks it.
 //!
-//! # Tiled paths (`tile128`, `tile64`)
+//! # tile128 (`big`)
+//!
+//! 4 warps as 2 × 2, each a 64 × 64 warp tile (8 `ldmatrix.x4` feed 32 products per 16 of
+//! `k`: half the shared-memory reads per product of a 32 × 32 warp tile), 128 × 128 CTA
+//! tile, `TILE128_STAGES` stages of 32 `k` filled by `cp.async.cg` in 64 KiB of dynamic
+//! shared memory (same swizzled 64-byte rows as tile64), two CTAs per SM.
+//!
+//! # Tiled path `tile64` (`tiled`)
 //!
 //! 8 warps as 2 (M) × 4 (N); warp tile `BM/2 × 32` (`MI = BM/32` M tiles × 4 N tiles of
 //! `m16n8k16`). `k` advances 32 at a time through `STAGES` shared-memory stages filled by
@@ -27,7 +34,8 @@ use crate::arch::{self, Libdevice, V4};
 use crate::dtype::{Bf16, F16};
 use crate::elementwise::entry;
 use crate::tensor_core::{cp_async_16, cp_async_commit, cp_async_wait, ld_u32, ld_v4_stream, ldmatrix_x4, mma, shared_addr, st_u32, unroll8, TcElem};
-use kernel_abi::gemm::{SKINNY_ROWS, SKINNY_THREADS, TILE_K, TILE_N, TILE_THREADS};
+use core::arch::asm;
+use kernel_abi::gemm::{tile_smem_bytes, GemmPath, SKINNY_ROWS, SKINNY_THREADS, TILE128_STAGES, TILE128_THREADS, TILE_K, TILE_N, TILE_THREADS};
 use kernel_abi::GemmParams;
 use kernel_math::act::silu;
 use kernel_math::gemm as gm;
@@ -207,6 +215,282 @@ unsafe fn tiled<E: Epilogue, const GATE_UP: bool, const BM: usize, const MI: usi
     });
 }
 
+// The dynamic shared memory of a tile128 launch (`kernel_abi::gemm::tile_smem_bytes`; the
+// kernel checks `%dynamic_smem_size` and writes nothing when it got less).
+core::arch::global_asm!(".extern .shared .align 128 .b8 inflight_gemm_smem[];");
+
+/// Shared-window address of the dynamic shared memory.
+#[inline(always)]
+fn gemm_dyn_smem() -> u32 {
+    let r: u32;
+    // SAFETY: an address of a symbol, no memory access.
+    unsafe { asm!("mov.u32 {0}, inflight_gemm_smem;", out(reg32) r, options(pure, nomem, nostack, preserves_flags)) };
+    r
+}
+
+/// Bytes of dynamic shared memory of the launch.
+#[inline(always)]
+fn dyn_smem_size() -> u32 {
+    let r: u32;
+    // SAFETY: reads a special register.
+    unsafe { asm!("mov.u32 {0}, %dynamic_smem_size;", out(reg32) r, options(pure, nomem, nostack, preserves_flags)) };
+    r
+}
+
+/// The `big` kernels' warp tile (64 × 64) and its M and N fragments.
+const BIG_WT: usize = 64;
+const BIG_MI: usize = BIG_WT / 16;
+const BIG_NI: usize = BIG_WT / 8;
+/// Threads per CTA of both `big` configurations (4 warps).
+const BIG_THREADS: usize = TILE128_THREADS as usize;
+/// Bytes between the smem rows `r` and `r + 32` of a thread's copies (the swizzle of rows
+/// 32 apart is the same: it depends on bits 1..3 of the row only).
+const BIG_COPY_STRIDE: u32 = (BIG_THREADS / gm::ROW_CHUNKS * gm::ROW_BYTES) as u32;
+const _: () = assert!(BIG_THREADS == 128 && TILE_N == 128);
+const _: () = assert!(TILE128_STAGES * (128 + TILE_N) * gm::ROW_BYTES == tile_smem_bytes(GemmPath::Tile128) as usize);
+/// The sliced-k reduction of a 64-row configuration fits in 4 stages.
+const _: () = assert!(2 * BIG_MI * BIG_NI * 32 * 16 <= 4 * (64 + TILE_N) * gm::ROW_BYTES);
+
+/// 16-byte store to shared memory.
+///
+/// # Safety
+/// `addr` is a 16-byte aligned shared address of 16 writable bytes.
+#[inline(always)]
+unsafe fn st_shared_v4f(addr: u32, v: &[f32; 4]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("st.shared.v4.f32 [{0}], {{{1}, {2}, {3}, {4}}};", in(reg32) addr, in(reg32) v[0], in(reg32) v[1], in(reg32) v[2], in(reg32) v[3], options(nostack, preserves_flags)) };
+}
+
+/// 16-byte load from shared memory.
+///
+/// # Safety
+/// `addr` is a 16-byte aligned shared address of 16 readable bytes.
+#[inline(always)]
+unsafe fn ld_shared_v4f(addr: u32) -> [f32; 4] {
+    let (a, b, c, d): (f32, f32, f32, f32);
+    // SAFETY: guaranteed by the caller. Not `readonly`: it must stay after the barrier.
+    unsafe { asm!("ld.shared.v4.f32 {{{0}, {1}, {2}, {3}}}, [{4}];", out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr, options(nostack, preserves_flags)) };
+    [a, b, c, d]
+}
+
+/// The `big` kernel (tile128): a `BM × 128` output tile (gate/up: 64 output columns from 128
+/// weight rows) per CTA of 4 warps, each warp a 64 × 64 tile (4 × 8 `m16n8k16` products per
+/// 16 of `k`: 8 `ldmatrix.x4` for 32 products). tile128 (`BM` 128, `WK` 1): warps 2 (M) ×
+/// 2 (N). `BM` 64, `WK` 2 (warps 1 × 2 × 2 slices of `k`: slice `kz` multiplies the 16-wide
+/// half `kz` of every stage, the halves' sums meet in shared memory at the end) passed the
+/// GPU tests as tile64 but was slower than [`tiled`] at the small grids tile64 serves (H200,
+/// 2026-12-03 session 4: 1 CTA of 4 warps per SM), so it is not instantiated. `STAGES` stages of 32 `k` in dynamic shared memory,
+/// rows of 64 bytes with XOR-swizzled 16-byte chunks
+/// (`kernel_math::gemm::smem_offset`: `ldmatrix.x4` and `cp.async` free of bank conflicts),
+/// zero-filled past `m`, `n` or `k`; one barrier per stage (the stage refilled at step `t`
+/// is the one every warp finished reading at step `t - 1`). Fused gate/up: the weight rows of warp
+/// column `wn` are 32 gate rows (output columns `col0 + 32 wn ..`) then the 32 matching up
+/// rows, so N tiles `ni` and `ni + 4` pair up register by register.
+#[inline(always)]
+unsafe fn big<E: Epilogue, const GATE_UP: bool, const BM: usize, const CA: usize, const WK: usize, const STAGES: usize>(p: &GemmParams) {
+    let a_bytes = BM * gm::ROW_BYTES;
+    let stage_bytes = (BM + TILE_N) * gm::ROW_BYTES;
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let cols = if GATE_UP { TILE_N / 2 } else { TILE_N };
+    let (tm, tn) = gm::tile_of(arch::block_idx() as usize, m.div_ceil(BM), n.div_ceil(cols));
+    let (col0, row0) = (tn * cols, tm * BM);
+    if row0 >= m || col0 >= n || (dyn_smem_size() as usize) < STAGES * stage_bytes {
+        return;
+    }
+    let tid = arch::thread_idx() as usize;
+    let (warp, lane) = (tid / 32, tid % 32);
+    let wmn = warp % (4 / WK);
+    let kz = warp / (4 / WK);
+    let (wm, wn) = (wmn / 2, wmn % 2);
+    let (g, tq) = (lane / 4, lane % 4);
+    let smem = gemm_dyn_smem();
+    let (x, w) = (p.x.as_ptr::<u8>(), p.w.as_ptr::<u8>());
+    let kb = k * 2;
+
+    // This thread's copies: chunk `cc` of rows `cr + 32 i` of the A and B tiles.
+    let (cr, cc) = (tid / gm::ROW_CHUNKS, tid % gm::ROW_CHUNKS);
+    let soff = gm::smem_offset(cr, cc) as u32;
+    let a_ptr = x.wrapping_add((row0 + cr) * kb + cc * 16);
+    let b_ptr = w.wrapping_add((col0 + cr) * kb + cc * 16);
+    let mut a_ok = [false; CA];
+    let mut b_ok = [false; 4];
+    let mut b_off = [0usize; 4];
+    unroll8!(CA, |i| {
+        a_ok[i] = row0 + cr + 32 * i < m;
+    });
+    unroll8!(4, |i| {
+        if GATE_UP {
+            // smem row cr + 32 i: warp column i / 2, gate (even i) or up (odd i) of output
+            // column col0 + 32 (i / 2) + cr.
+            b_ok[i] = col0 + 32 * (i / 2) + cr < n;
+            b_off[i] = (i / 2) * 32 * kb + (i % 2) * n * kb;
+        } else {
+            b_ok[i] = col0 + cr + 32 * i < n;
+            b_off[i] = i * 32 * kb;
+        }
+    });
+    let load = |stage: usize, kt: usize| {
+        let k0 = kt * TILE_K;
+        let kok = k0 + cc * 8 < k;
+        let base = smem + (stage * stage_bytes) as u32 + soff;
+        unroll8!(CA, |i| {
+            let ok = kok && a_ok[i];
+            // SAFETY: `ok` means row row0 + cr + 32 i < m and columns k0 + 8 cc .. + 8 ≤ k
+            // (k a multiple of 8; rows 16-byte aligned, host-checked); else nothing is read
+            // and zeros are written. The destination lies inside the stage.
+            unsafe { cp_async_16(base + i as u32 * BIG_COPY_STRIDE, if ok { a_ptr.wrapping_add(i * 32 * kb + k0 * 2) } else { x }, ok) };
+        });
+        unroll8!(4, |i| {
+            let ok = kok && b_ok[i];
+            // SAFETY: as above for the weight row (< n, or < 2 n for gate/up).
+            unsafe { cp_async_16(base + (a_bytes as u32) + i as u32 * BIG_COPY_STRIDE, if ok { b_ptr.wrapping_add(b_off[i] + k0 * 2) } else { w }, ok) };
+        });
+    };
+
+    // Per-lane ldmatrix offsets for the 16-wide halves of a stage this warp multiplies
+    // (both when WK = 1, half kz when WK = 2): rows of a fragment start at multiples of 16,
+    // so the swizzle depends on the lane's row only.
+    let (ar, ac) = gm::ldsm_a_lane(lane);
+    let (br, bc) = gm::ldsm_b_lane(lane);
+    // (`% 2`: the unrolled branches past `2 / WK` are dead but still type-checked.)
+    let mut a_lane = [0u32; 2];
+    let mut b_lane = [0u32; 2];
+    unroll8!(2 / WK, |j| {
+        let half = j * WK + kz;
+        a_lane[j % 2] = gm::smem_offset(ar, 2 * half + ac) as u32;
+        b_lane[j % 2] = gm::smem_offset(br, 2 * half + bc) as u32;
+    });
+    let a_warp = (wm * BIG_WT * gm::ROW_BYTES) as u32;
+    let b_warp = (a_bytes + wn * BIG_WT * gm::ROW_BYTES) as u32;
+
+    let mut acc = [[[0f32; 4]; BIG_NI]; BIG_MI];
+    let ktiles = k.div_ceil(TILE_K);
+    unroll8!(STAGES - 1, |s| {
+        if s < ktiles {
+            load(s, s);
+        }
+        cp_async_commit();
+    });
+    let mut kt = 0;
+    while kt < ktiles {
+        cp_async_wait(STAGES - 2);
+        arch::sync_threads();
+        let next = kt + STAGES - 1;
+        if next < ktiles {
+            load(next % STAGES, next);
+        }
+        cp_async_commit();
+        let st = smem + ((kt % STAGES) * stage_bytes) as u32;
+        unroll8!(2 / WK, |kk| {
+            let mut af = [[0u32; 4]; BIG_MI];
+            unroll8!(BIG_MI, |mi| {
+                // SAFETY: inside the stage (row < BM, chunk < 4); whole warp, converged.
+                af[mi] = unsafe { ldmatrix_x4(st + a_warp + (mi * 16 * gm::ROW_BYTES) as u32 + a_lane[kk % 2]) };
+            });
+            let mut bf = [[0u32; 2]; BIG_NI];
+            unroll8!(BIG_NI / 2, |nj| {
+                // SAFETY: as above (row < 128).
+                let r = unsafe { ldmatrix_x4(st + b_warp + (nj * 16 * gm::ROW_BYTES) as u32 + b_lane[kk % 2]) };
+                bf[2 * nj] = [r[0], r[1]];
+                bf[2 * nj + 1] = [r[2], r[3]];
+            });
+            unroll8!(BIG_MI, |mi| {
+                unroll8!(BIG_NI, |ni| {
+                    mma::<E>(&mut acc[mi][ni], &af[mi], &bf[ni]);
+                });
+            });
+        });
+        kt += 1;
+    }
+    cp_async_wait(0);
+
+    let out = p.out.as_mut_ptr::<u8>();
+    // Stores the rows of M fragments `lo .. hi` (constants after inlining).
+    let store = |acc: &[[[f32; 4]; BIG_NI]; BIG_MI], lo: usize, hi: usize| {
+        unroll8!(BIG_MI, |mi| {
+            if mi >= lo && mi < hi {
+                unroll8!(2, |half| {
+                    let row = row0 + wm * BIG_WT + mi * 16 + g + 8 * half;
+                    if row < m {
+                        if GATE_UP {
+                            unroll8!(BIG_NI / 2, |ni| {
+                                let col = col0 + wn * (BIG_WT / 2) + ni * 8 + gm::acc_col(tq, 0);
+                                if col < n {
+                                    let (gt, up) = (&acc[mi][ni], &acc[mi][ni + BIG_NI / 2]);
+                                    let v0 = silu::<Libdevice>(gt[2 * half]) * up[2 * half];
+                                    let v1 = silu::<Libdevice>(gt[2 * half + 1]) * up[2 * half + 1];
+                                    // SAFETY: row < m, col + 1 < n (n even): inside out; 4-byte aligned.
+                                    unsafe { st_u32(out.add((row * n + col) * 2), E::pack2(v0, v1)) };
+                                }
+                            });
+                        } else {
+                            unroll8!(BIG_NI, |ni| {
+                                let col = col0 + wn * BIG_WT + ni * 8 + gm::acc_col(tq, 0);
+                                if col < n {
+                                    let v = [acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]];
+                                    // SAFETY: row < m, col + 1 < n: inside out (and residual, bias).
+                                    unsafe { st_u32(out.add((row * n + col) * 2), E::pack2_epilogue(p, v, row, col, n)) };
+                                }
+                            });
+                        }
+                    }
+                });
+            }
+        });
+    };
+
+    if WK == 1 {
+        store(&acc, 0, BIG_MI);
+        return;
+    }
+    // Two slices of k: slice 0 finishes M fragments 0, 1 and slice 1 fragments 2, 3; each
+    // hands the other half of its sums to the other slice through shared memory (region
+    // `kz`: [wmn][2 fragments][ni][lane] × 16 bytes), after every warp finished reading the
+    // stages. Half the accumulators are dead once handed over, so the sums never need
+    // more registers than the main loop.
+    arch::sync_threads();
+    let red = |region: usize, j: usize, ni: usize| smem + (((((region * 2 + wmn) * 2 + j) * BIG_NI + ni) * 32 + lane) * 16) as u32;
+    if kz == 0 {
+        unroll8!(2, |j| {
+            unroll8!(BIG_NI, |ni| {
+                // SAFETY: inside the pipeline's shared memory (size asserted above).
+                unsafe { st_shared_v4f(red(0, j, ni), &acc[2 + j][ni]) };
+            });
+        });
+    } else {
+        unroll8!(2, |j| {
+            unroll8!(BIG_NI, |ni| {
+                // SAFETY: as above.
+                unsafe { st_shared_v4f(red(1, j, ni), &acc[j][ni]) };
+            });
+        });
+    }
+    arch::sync_threads();
+    if kz == 0 {
+        unroll8!(2, |j| {
+            unroll8!(BIG_NI, |ni| {
+                // SAFETY: as above; written before the barrier.
+                let o = unsafe { ld_shared_v4f(red(1, j, ni)) };
+                unroll8!(4, |c| {
+                    acc[j][ni][c] += o[c];
+                });
+            });
+        });
+        store(&acc, 0, 2);
+    } else {
+        unroll8!(2, |j| {
+            unroll8!(BIG_NI, |ni| {
+                // SAFETY: as above.
+                let o = unsafe { ld_shared_v4f(red(0, j, ni)) };
+                unroll8!(4, |c| {
+                    acc[2 + j][ni][c] += o[c];
+                });
+            });
+        });
+        store(&acc, 2, 4);
+    }
+}
+
 /// Epilogue of plain GEMM: `v + bias[col..] + residual[row, col..]`, packed.
 trait Epilogue: TcElem {
     /// # Safety
@@ -364,13 +648,13 @@ entry!(gemm_skinny_bf16, GemmParams, |p| skinny_entry::<Bf16, false>(p));
 entry!(gemm_skinny_f16, GemmParams, |p| skinny_entry::<F16, false>(p));
 entry!(gate_up_silu_skinny_bf16, GemmParams, |p| skinny_entry::<Bf16, true>(p));
 entry!(gate_up_silu_skinny_f16, GemmParams, |p| skinny_entry::<F16, true>(p));
-entry!(gemm_tile128_bf16, GemmParams, |p: GemmParams| tiled::<Bf16, false, 128, 4, 2, 3>(&p));
-entry!(gemm_tile128_f16, GemmParams, |p: GemmParams| tiled::<F16, false, 128, 4, 2, 3>(&p));
-entry!(gate_up_silu_tile128_bf16, GemmParams, |p: GemmParams| tiled::<Bf16, true, 128, 4, 2, 3>(&p));
-entry!(gate_up_silu_tile128_f16, GemmParams, |p: GemmParams| tiled::<F16, true, 128, 4, 2, 3>(&p));
+entry!(gemm_tile128_bf16, GemmParams, |p: GemmParams| big::<Bf16, false, 128, 4, 1, TILE128_STAGES>(&p));
+entry!(gemm_tile128_f16, GemmParams, |p: GemmParams| big::<F16, false, 128, 4, 1, TILE128_STAGES>(&p));
+entry!(gate_up_silu_tile128_bf16, GemmParams, |p: GemmParams| big::<Bf16, true, 128, 4, 1, TILE128_STAGES>(&p));
+entry!(gate_up_silu_tile128_f16, GemmParams, |p: GemmParams| big::<F16, true, 128, 4, 1, TILE128_STAGES>(&p));
 entry!(gemm_tile64_bf16, GemmParams, |p: GemmParams| tiled::<Bf16, false, 64, 2, 1, 4>(&p));
 entry!(gemm_tile64_f16, GemmParams, |p: GemmParams| tiled::<F16, false, 64, 2, 1, 4>(&p));
 entry!(gate_up_silu_tile64_bf16, GemmParams, |p: GemmParams| tiled::<Bf16, true, 64, 2, 1, 4>(&p));
 entry!(gate_up_silu_tile64_f16, GemmParams, |p: GemmParams| tiled::<F16, true, 64, 2, 1, 4>(&p));
 
-const _: () = assert!(WARPS == 8 && TILE_K == 32 && 3 * (128 + 128) * 64 <= TILE_SMEM_BYTES && 4 * (64 + 128) * 64 <= TILE_SMEM_BYTES);
+const _: () = assert!(WARPS == 8 && TILE_K == 32 && gm::ROW_BYTES == 2 * TILE_K && 4 * (64 + 128) * 64 <= TILE_SMEM_BYTES);

@@ -6,9 +6,12 @@
 //! f16 only, any `m`, `n` and `k` multiples of 8. [`check_gemm`] validates a call without a
 //! GPU (every error names the kernel and the argument); the `*_on_path` variants run a chosen
 //! path (tests and benchmarks), the plain ones let [`choose_path`] pick by shape.
-//! No path needs a workspace: the skinny (decode) path splits `k` inside a CTA only.
+//! No path needs a workspace: the skinny (decode) path splits `k` inside a CTA only. The
+//! tile128 path opts in to 64 KiB of dynamic shared memory per launch.
 
-use super::{check_len, launch_grid};
+use super::{check_len, launch_grid, Param};
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 use crate::device::{DeviceBuffer, DeviceError, Gpu};
 use crate::dtype::DType;
 use kernel_abi::gemm::{self as abi, ALIGN, SKINNY_MAX_M};
@@ -140,7 +143,23 @@ fn launch(gpu: &Gpu, op: GemmOp, path: GemmPath, t: StorageType, p: GemmParams) 
         return Err(DeviceError::invalid(kernel(op), format!("m = {m}, n = {n} need {gx} × {gy} CTAs, more than a grid holds")));
     }
     let name = abi::entry_name(op, path, t).ok_or_else(|| DeviceError::invalid(kernel(op), "no entry point for this type"))?;
-    launch_grid(gpu, name, (gx as u32, gy as u32, 1), path.threads(), p)
+    let smem = abi::tile_smem_bytes(path);
+    if smem == 0 {
+        return launch_grid(gpu, name, (gx as u32, gy as u32, 1), path.threads(), p);
+    }
+    // tile128 keeps its pipeline in dynamic shared memory (64 KiB, over the 48 KiB a launch
+    // gets without opting in); the kernel writes nothing when it gets less.
+    let f = gpu.module().function(name)?;
+    f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32).map_err(|e| DeviceError::driver("cuFuncSetAttribute", e))?;
+    let cfg = LaunchConfig { grid_dim: (gx as u32, gy.max(1) as u32, 1), block_dim: (path.threads(), 1, 1), shared_mem_bytes: smem };
+    let p = Param(p);
+    let mut b = gpu.stream().launch_builder(f);
+    b.arg(&p);
+    // SAFETY: `p` matches the kernel's single parameter (see `Param`), every address in it
+    // was checked by `check_gemm` against an allocation large enough for the shape, and the
+    // launch has the dynamic shared memory the kernel needs.
+    unsafe { b.launch(cfg) }.map_err(|e| DeviceError::driver("cuLaunchKernel", e))?;
+    Ok(())
 }
 
 #[cfg(test)]
