@@ -22,6 +22,7 @@ fn expected_size(entry: &str) -> usize {
         "decode_attention_merge" => size_of::<AttentionMergeParams>(),
         "context_attention_d64" | "context_attention_d128" => size_of::<ContextAttentionParams>(),
         "fill_uniform" => size_of::<FillUniformParams>(),
+        "logits_top_k" => size_of::<TopKParams>(),
         f if f.starts_with("gemm_") || f.starts_with("gate_up_silu_") => size_of::<GemmParams>(),
         other => panic!("entry point {entry}: family {other} has no expected parameter struct in this test; add it"),
     }
@@ -44,6 +45,7 @@ fn parameter_structs_have_no_implicit_padding() {
     assert_eq!(size_of::<ContextAttentionParams>(), 8 * 8 + 12 * 4);
     assert_eq!(size_of::<GemmParams>(), 5 * 8 + 4 * 4);
     assert_eq!(size_of::<FillUniformParams>(), 3 * 8 + 2 * 4);
+    assert_eq!(size_of::<TopKParams>(), 8 * 8 + 4 * 4);
 }
 
 #[test]
