@@ -253,21 +253,55 @@ fn generate(ex: &Executor, prompts: &[Vec<u32>], n: usize) -> Result<Vec<Vec<u32
         .collect()
 }
 
+/// Greedy outputs of `prompts` (one request each) with the top-2 log-probs of every step.
+fn generate_scored(ex: &Executor, prompts: &[Vec<u32>], n: usize) -> Result<Vec<host_runtime::executor::Output>, String> {
+    let sampling = SamplingParams { logprobs: Some(2), ..greedy(n) };
+    let handles = prompts.iter().map(|p| ex.submit(Request { prompt: p.clone(), sampling: sampling.clone() }).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
+    Ok(handles.into_iter().map(|h| h.wait()).collect())
+}
+
+/// Largest gap (nats) between the best two log-probs at which a batched run may pick the
+/// runner-up: bf16 logits of the tiny model carry ~1e-2 of rounding, and in a batch a token's
+/// rows can take a different GEMM path (skinny for ≤ 16 rows in the step, tiled above),
+/// which sums `k` in another order.
+const NEAR_TIE: f32 = 0.05;
+
+/// `None` when `batched` equals `alone`; `Some(step)` when they agree up to `step`, where
+/// `alone`'s best two tokens were within [`NEAR_TIE`] and `batched` took the other one;
+/// an error otherwise.
+fn same_up_to_near_tie(batched: &[u32], alone: &host_runtime::executor::Output) -> Result<Option<(usize, f32)>, String> {
+    let Some(j) = batched.iter().zip(&alone.token_ids).position(|(a, b)| a != b) else {
+        return if batched.len() == alone.token_ids.len() { Ok(None) } else { Err(format!("lengths {} vs {}", batched.len(), alone.token_ids.len())) };
+    };
+    let top = &alone.logprobs.get(j).ok_or("no log-probs")?.top;
+    let (Some(a), Some(b)) = (top.first(), top.get(1)) else { return Err(format!("step {j}: fewer than 2 top log-probs")) };
+    let gap = a.logprob - b.logprob;
+    if gap <= NEAR_TIE && [a.id, b.id].contains(&batched[j]) {
+        Ok(Some((j, gap)))
+    } else {
+        Err(format!("step {j}: batched took {} where alone's best two were {} ({:.4}) and {} ({:.4})", batched[j], a.id, a.logprob, b.id, b.logprob))
+    }
+}
+
 /// Mixed requests (lengths 1 to 150, prompts longer than a step chunked) in one executor give
-/// each request the tokens it gets alone; also reported: agreement with the CPU executor.
+/// each request the tokens it gets alone, up to a near-tie ([`same_up_to_near_tie`]); also
+/// reported: agreement with the CPU executor.
 fn test_executor_batch(gpu: &Arc<Gpu>) -> Result<(), String> {
     let m = tiny_model(&llama_shape(), 21);
     let prompts: Vec<Vec<u32>> = [3usize, 150, 17, 1, 70, 33].iter().enumerate().map(|(i, &l)| prompt(l, 100 + i as u64)).collect();
     let n = 24;
     let ex = executor_for(Box::new(gpu_backend(gpu, &m, 128, 0)?), 128, 64, 0)?;
-    let together = generate(&ex, &prompts, n)?;
+    let together: Vec<Vec<u32>> = generate_scored(&ex, &prompts, n)?.into_iter().map(|o| o.token_ids).collect();
+    let mut ties = Vec::new();
     for (i, p) in prompts.iter().enumerate() {
-        let alone = generate(&ex, std::slice::from_ref(p), n)?.remove(0);
-        if alone != together[i] {
-            return Err(format!("request {i} (prompt {}): batched {:?} vs alone {alone:?}", p.len(), together[i]));
+        let alone = generate_scored(&ex, std::slice::from_ref(p), n)?.remove(0);
+        match same_up_to_near_tie(&together[i], &alone) {
+            Ok(None) => {}
+            Ok(Some((step, gap))) => ties.push(format!("request {i} at step {step} (gap {gap:.4})")),
+            Err(e) => return Err(format!("request {i} (prompt {}): {e}; batched {:?} vs alone {:?}", p.len(), together[i], alone.token_ids)),
         }
     }
-    println!("    {} requests: batched tokens identical to each alone", prompts.len());
+    println!("    {} requests: batched tokens identical to each alone except near-ties: {ties:?}", prompts.len());
     let cpu = executor_for(Box::new(CpuBackend::new(Arc::new(m), 128, TPB, 0)), 128, 64, 0)?;
     let cpu_out = generate(&cpu, &prompts, n)?;
     let same = cpu_out.iter().zip(&together).filter(|(a, b)| a == b).count();

@@ -36,7 +36,8 @@
 //!   swizzled shared memory, fragments come from `ldmatrix.x4`, products from
 //!   `mma.sync.m16n8k16` (f32 accumulators). Grid `(n tiles × m tiles)`, one linear index
 //!   per tile, ordered in groups of 8 N tiles (M-major inside a group) for L2 reuse.
-//! - **skinny** (decode, memory-bound): a CTA of [`SKINNY_THREADS`] threads owns 16 weight
+//! - **skinny** (decode, memory-bound): a CTA of [`SKINNY_THREADS`] threads (or
+//!   [`SKINNY_MAX_THREADS`] when the grid is small: [`skinny_threads`]) owns 16 weight
 //!   rows (gate/up: 8 gate + the 8 matching up rows) and splits `k` over its warps; each lane
 //!   streams whole 16-byte chunks of `w` with several loads in flight, the tensor cores
 //!   multiply them by the (at most 16) rows of `x`, and the warps' partial sums are added
@@ -52,8 +53,11 @@ pub const ALIGN: usize = 8;
 pub const GEMM_TYPES: [StorageType; 2] = [StorageType::Bf16, StorageType::F16];
 /// The largest `m` the skinny path handles (two 8-token tensor-core N tiles).
 pub const SKINNY_MAX_M: usize = 16;
-/// Threads per CTA of the skinny path (4 warps splitting `k`).
+/// Threads per CTA of the skinny path by default (4 warps splitting `k`).
 pub const SKINNY_THREADS: u32 = 128;
+/// Threads per CTA of the skinny path when its grid is small ([`skinny_threads`]): 8 warps,
+/// twice the weight bytes in flight per CTA. The kernel takes these two block sizes only.
+pub const SKINNY_MAX_THREADS: u32 = 256;
 /// Weight rows per skinny CTA (the M of one `m16n8k16` product).
 pub const SKINNY_ROWS: usize = 16;
 /// Threads per CTA of the tile64 path (8 warps).
@@ -192,6 +196,14 @@ pub fn choose_path(op: GemmOp, m: usize, n: usize, multiprocessors: usize) -> Ge
     if m >= 128 && grid(op, GemmPath::Tile128, m, n).0 >= TILE128_MIN_CTAS_PER_SM * sms { GemmPath::Tile128 } else { GemmPath::Tile64 }
 }
 
+/// Threads per skinny CTA: [`SKINNY_MAX_THREADS`] when all `ctas` of the grid fit on the
+/// `multiprocessors` at once with that block size (`wide_per_sm` CTAs each, as the
+/// occupancy calculator says), so each SM streams more weight bytes at a time; otherwise
+/// [`SKINNY_THREADS`] (more, smaller CTAs in one wave rather than a second wave).
+pub fn skinny_threads(ctas: usize, wide_per_sm: usize, multiprocessors: usize) -> u32 {
+    if ctas <= wide_per_sm * multiprocessors { SKINNY_MAX_THREADS } else { SKINNY_THREADS }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +238,9 @@ mod tests {
         assert_eq!(tile_smem_bytes(GemmPath::Tile64), 0);
         assert_eq!(grid(GemmOp::GateUpSilu, GemmPath::Tile128, 256, 14336), (448, 1));
         assert_eq!(grid(GemmOp::Gemm, GemmPath::Skinny, 3, 4096), (256, 1));
+        // 4096 rows: 256 CTAs fit 2 per SM on 132 SMs; 6144 rows (384 CTAs) do not.
+        assert_eq!(skinny_threads(256, 2, 132), SKINNY_MAX_THREADS);
+        assert_eq!(skinny_threads(384, 2, 132), SKINNY_THREADS);
+        assert_eq!(skinny_threads(1, 0, 132), SKINNY_THREADS);
     }
 }

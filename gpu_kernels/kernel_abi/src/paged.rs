@@ -102,6 +102,26 @@ pub const CONTEXT_Q_TILE: u32 = 64;
 /// Keys per iteration (one shared-memory K/V tile) of `context_attention_*`.
 pub const CONTEXT_KV_TILE: u32 = 64;
 
+/// The work of CTA `cta` (the linear block index) of `context_attention_*`: `(head, sequence,
+/// z)`, where `z` counts query tiles from the last (`z = 0` is tile `q_tiles - 1`, the one
+/// with the most keys). The `heads · batch` (head, sequence) pairs, pair `b · heads + h`, are
+/// taken `group` at a time (the last group may be smaller); within a group the CTAs go
+/// tile-major, pairs fastest, so the longest tiles of the group start first while the K/V of
+/// only `group` pairs (neighbouring heads share a KV head under GQA) are being read, which
+/// keeps them in L2. `group >= heads · batch` gives one group: the longest tiles of every
+/// pair first. `cta < heads · batch · q_tiles`; `group` is clamped to at least 1.
+#[inline(always)]
+pub const fn context_cta(cta: u32, heads: u32, batch: u32, q_tiles: u32, group: u32) -> (u32, u32, u32) {
+    let pairs = heads * batch;
+    let group = if group == 0 { 1 } else if group > pairs { pairs } else { group };
+    let g = cta / (group * q_tiles);
+    let first = g * group;
+    let n = if pairs - first < group { pairs - first } else { group };
+    let r = cta - first * q_tiles;
+    let pair = first + r % n;
+    (pair % heads, pair / heads, r / n)
+}
+
 /// Row index (in units of `head_dim` elements) of `(block, kv_head, slot)` in a pool.
 #[inline(always)]
 pub const fn pool_row(block: u32, kv_head: u32, slot: u32, num_kv_heads: u32, tokens_per_block: u32) -> u64 {
@@ -237,6 +257,7 @@ pub const fn check_decode_spec(kv: StorageType, head_dim: u32, tokens_per_block:
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     #[test]
@@ -296,6 +317,36 @@ mod tests {
         assert_eq!(check_context_spec(StorageType::F16, 96, 16, 8, 8), Err(SpecError::HeadDim(96)));
         assert_eq!(check_context_spec(StorageType::Bf16, 64, 48, 8, 8), Err(SpecError::TokensPerBlock(48)));
         assert_eq!(check_context_spec(StorageType::Bf16, 64, 16, 12, 8), Err(SpecError::Heads { num_heads: 12, num_kv_heads: 8 }));
+    }
+
+    #[test]
+    fn context_cta_order_is_a_bijection_grouped_and_longest_first() {
+        for (heads, batch, tiles) in [(1, 1, 1), (3, 2, 5), (32, 4, 32), (8, 3, 7), (5, 1, 1)] {
+            let pairs = heads * batch;
+            for group in [0, 1, 2, 3, 8, pairs - 1, pairs, pairs + 5] {
+                let mut seen = std::vec![false; (pairs * tiles) as usize];
+                let mut last_z = std::vec![None::<u32>; pairs as usize];
+                for cta in 0..pairs * tiles {
+                    let (h, b, z) = context_cta(cta, heads, batch, tiles, group);
+                    assert!(h < heads && b < batch && z < tiles, "{heads} {batch} {tiles} {group} {cta}");
+                    let pair = (b * heads + h) as usize;
+                    let at = pair * tiles as usize + z as usize;
+                    assert!(!seen[at], "CTA {cta} repeats ({h}, {b}, {z})");
+                    seen[at] = true;
+                    // Each pair's tiles come longest first, in order.
+                    assert_eq!(last_z[pair].map_or(0, |z| z + 1), z);
+                    last_z[pair] = Some(z);
+                    // Pairs go in groups of `group`.
+                    let g = group.clamp(1, pairs);
+                    assert_eq!(pair as u32 / g, cta / (g * tiles));
+                }
+                assert!(seen.iter().all(|&s| s));
+            }
+            // One group is the plain (head fastest, then sequence, then tile) order.
+            for cta in 0..pairs * tiles {
+                assert_eq!(context_cta(cta, heads, batch, tiles, pairs), (cta % heads, cta / heads % batch, cta / pairs));
+            }
+        }
     }
 
     #[test]

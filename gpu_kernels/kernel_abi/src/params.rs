@@ -246,11 +246,14 @@ pub struct FillUniformParams {
 /// - `q`: token `t`, head `h` at `q[t * q_token_stride + h * head_dim ..][..head_dim]`;
 /// - `out`: the same layout with `out_token_stride`; rows of no sequence are not written.
 ///
-/// Grid `(num_heads, batch, num_q_tiles)`, [`crate::paged::CONTEXT_THREADS`] threads; CTA
-/// `(h, b, z)` computes query tile `num_q_tiles - 1 - z` (the longest tiles start first) of
-/// [`crate::paged::CONTEXT_Q_TILE`] tokens. Rows past `total_tokens` are neither read nor
-/// written; positions past `max_blocks_per_seq * tokens_per_block` and tokens of block ids
-/// `>= num_blocks` are masked (see [`crate::paged`], "Invalid input").
+/// Grid `(num_heads · batch · num_q_tiles, 1, 1)`, [`crate::paged::CONTEXT_THREADS`]
+/// threads; CTA `i` computes query tile `num_q_tiles - 1 - z` of
+/// [`crate::paged::CONTEXT_Q_TILE`] tokens of head `h` of sequence `b`, where `(h, b, z) =`
+/// [`crate::paged::context_cta`]`(i, num_heads, batch, num_q_tiles, cta_group)` (groups of
+/// `cta_group` (head, sequence) pairs, the longest tiles of each group first). Rows past
+/// `total_tokens` are neither read nor written; positions past `max_blocks_per_seq *
+/// tokens_per_block` and tokens of block ids `>= num_blocks` are masked (see
+/// [`crate::paged`], "Invalid input").
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ContextAttentionParams {
@@ -273,7 +276,8 @@ pub struct ContextAttentionParams {
     pub q_token_stride: u32,
     pub out_token_stride: u32,
     pub scale_log2: f32,
-    pub _pad: u32,
+    /// (head, sequence) pairs per group of the CTA order ([`crate::paged::context_cta`]).
+    pub cta_group: u32,
 }
 
 /// `gemm_<path>_<t>` and `gate_up_silu_<path>_<t>` (t = bf16, f16; paths, shape rules and

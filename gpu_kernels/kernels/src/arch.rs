@@ -65,6 +65,35 @@ pub fn sync_threads() {
     unsafe { nvptx::_syncthreads() }
 }
 
+/// Programmatic dependent launch (sm_90+): waits until the grids this one depends on have
+/// completed and their writes are visible. Every kernel calls it before it reads anything an
+/// earlier kernel wrote or writes anything an earlier kernel may still read; only constant
+/// data (weights) may be read before it. A no-op when the launch had no programmatic
+/// dependency, and not emitted for architectures before sm_90 (the host never launches
+/// their PTX with the attribute).
+#[inline(always)]
+pub fn grid_dependency_wait() {
+    #[cfg(any(target_feature = "sm_90", target_feature = "sm_90a", target_feature = "sm_100", target_feature = "sm_100a", target_feature = "sm_120", target_feature = "sm_120a"))]
+    // SAFETY: a scheduling barrier with no operands; not `nomem`, so no memory access moves
+    // across it.
+    unsafe {
+        asm!("griddepcontrol.wait;", options(nostack, preserves_flags))
+    };
+}
+
+/// Programmatic dependent launch (sm_90+): lets the next kernel on the stream (launched with
+/// programmatic stream serialization) start its blocks, which then run up to their own
+/// [`grid_dependency_wait`]. Called right after this kernel's wait, so at most one grid runs
+/// ahead.
+#[inline(always)]
+pub fn launch_dependents() {
+    #[cfg(any(target_feature = "sm_90", target_feature = "sm_90a", target_feature = "sm_100", target_feature = "sm_100a", target_feature = "sm_120", target_feature = "sm_120a"))]
+    // SAFETY: a scheduling hint with no operands.
+    unsafe {
+        asm!("griddepcontrol.launch_dependents;", options(nostack, preserves_flags))
+    };
+}
+
 unsafe extern "C" {
     #[link_name = "llvm.nvvm.shfl.sync.bfly.f32"]
     fn shfl_sync_bfly_f32(mask: u32, value: f32, lane_mask: u32, clamp: u32) -> f32;

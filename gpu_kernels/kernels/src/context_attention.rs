@@ -6,11 +6,14 @@
 //! `kernel_abi::ContextAttentionParams`. Shared-memory layout and per-lane fragment math:
 //! `kernel_math::fmha` (checked there by a CPU emulation of `ldmatrix` and `mma.sync`).
 //!
-//! One CTA (4 warps) per (query head, sequence, tile of 64 query tokens); each warp owns 16
-//! query rows. Q is staged once through shared memory into registers (`ldmatrix`); then the
-//! CTA walks the key tiles (64 keys) from the diagonal down to position 0. Per tile, K and V
+//! One CTA (4 warps) per (query head, sequence, tile of 64 query tokens), in the order of
+//! `kernel_abi::paged::context_cta` (groups of (head, sequence) pairs whose K/V stay in L2,
+//! longest tiles first); each warp owns 16 query rows. Q is staged once through shared
+//! memory into registers (`ldmatrix`); then the CTA walks the key tiles (64 keys) from the
+//! diagonal down to position 0. Per tile, K and V
 //! are copied page by page into one swizzled shared buffer each with 16-byte `cp.async`
-//! (a 16-key quarter of a tile always lies in one block: one table lookup per row), the
+//! (a 16-key quarter of a tile always lies in one block: four table lookups per tile, issued
+//! a half tile before their use, and one 64-bit pool offset per quarter per thread), the
 //! loads overlapping the math FlashAttention-2 style: V of tile `j` streams in while
 //! `S = Q·Kᵀ` runs, K of tile `j - 1` while `O += P·V` runs. `S` comes from `ldmatrix.x4` +
 //! `mma.sync.m16n8k16`, the online softmax runs in base 2 in f32 (`ex2.approx`), the
@@ -119,59 +122,106 @@ struct Seq {
     table: *const u32,
     kv_head: u32,
     /// Keys `0 .. kv_len` exist (`start + new`, clamped to the table row).
-    kv_len: usize,
+    kv_len: u32,
 }
 
-impl Seq {
-    /// The block of key `key`, or `None` when its page is past the row or its id is invalid.
+/// Where one K/V tile's rows come from, for this thread's rows of the tile (see
+/// [`Loader`]): per 16-key quarter the byte offset in a pool of the thread's first row of
+/// that quarter (its chunk included; 0 for an invalid quarter), and validity bits.
+#[derive(Clone, Copy)]
+struct TileSrc {
+    off: [u64; 4],
+    /// Bit `i`: the thread's row `i` (`r0 + i · rows_per_pass`) holds a readable key.
+    rows: u32,
+    /// Bit `q`: keys `16 q .. 16 q + 16` of the tile lie in a valid block (the score mask).
+    quarters: u32,
+}
+
+/// This thread's share of a 64-row tile copy: rows `r0 + i · rows_per_pass` (`i <
+/// KT / rows_per_pass`), 16-byte chunk `chunk` of each. Since `rows_per_pass` is 8 or 16,
+/// row `r0 + i · rows_per_pass` lies in quarter `i · rows_per_pass / 16` of the tile, at
+/// `(i · rows_per_pass) % 16` rows past the thread's first row of that quarter, and its
+/// swizzled chunk position equals row `r0`'s.
+#[derive(Clone, Copy)]
+struct Loader<const D: usize> {
+    r0: u32,
+    chunk: u32,
+}
+
+impl<const D: usize> Loader<D> {
+    const CHUNKS: usize = D / 8;
+    const RPP: usize = THREADS / Self::CHUNKS;
+    const ROWS: usize = KT / Self::RPP;
+    const CHECK: () = assert!(Self::RPP % 8 == 0 && Self::RPP <= 16 && 16 % Self::RPP == 0 && Self::ROWS <= 8);
+
     #[inline(always)]
-    fn block(&self, p: &ContextAttentionParams, key: usize) -> Option<u32> {
-        let page = key >> p.tokens_per_block.trailing_zeros();
-        if page >= p.max_blocks_per_seq as usize {
-            return None;
-        }
-        // SAFETY: `page < max_blocks_per_seq`: inside row `b` of the table.
-        let block = unsafe { ld_u32_nc(self.table.add(page)) };
-        (block < p.num_blocks).then_some(block)
+    fn new(tid: usize) -> Self {
+        let () = Self::CHECK;
+        Loader { r0: (tid / Self::CHUNKS) as u32, chunk: (tid % Self::CHUNKS) as u32 }
     }
 
-    /// Bit `q` set when keys `t0 + 16 q .. + 16` lie in a valid block (`q < 4`).
+    /// The block ids of the four quarters of the tile at key `t0` (`u32::MAX`, an invalid
+    /// id, for quarters starting at or past `kv_len`). Issued well before their use, so the
+    /// four independent loads' latency is hidden.
     #[inline(always)]
-    fn quarter_mask(&self, p: &ContextAttentionParams, t0: usize) -> u32 {
-        let mut m = 0;
+    fn ids(&self, p: &ContextAttentionParams, seq: &Seq, t0: u32) -> [u32; 4] {
+        let shift = p.tokens_per_block.trailing_zeros();
+        let mut ids = [u32::MAX; 4];
         unroll!(4, |q| {
-            if self.block(p, t0 + 16 * q).is_some() {
-                m |= 1 << q;
+            let key = t0 + 16 * q as u32;
+            if key < seq.kv_len {
+                // SAFETY: `key < kv_len <= max_blocks_per_seq · tokens_per_block`, so its page
+                // is inside row `b` of the table.
+                ids[q] = unsafe { ld_u32_nc(seq.table.add((key >> shift) as usize)) };
             }
         });
-        m
+        ids
     }
-}
 
-/// Issues the `cp.async` copies of the 64 rows of K or V (`pool`) for keys `t0 ..` into the
-/// swizzled tile at shared address `dst`; rows of invalid keys are zero-filled.
-#[inline(always)]
-unsafe fn load_kv_tile<const D: usize>(p: &ContextAttentionParams, seq: &Seq, pool: *const u8, dst: u32, t0: usize, tid: usize) {
-    let chunks = D / 8;
-    let rows_per_pass = THREADS / chunks;
-    let (chunk, r0) = (tid % chunks, tid / chunks);
-    let tpb = p.tokens_per_block as usize;
-    unroll!(KT * chunks / THREADS, |i| {
-        let r = r0 + i * rows_per_pass;
-        let key = t0 + r;
-        let mut src = pool;
-        let mut ok = false;
-        if key < seq.kv_len {
-            if let Some(block) = seq.block(p, key) {
-                let row = paged::pool_row(block, seq.kv_head, (key & (tpb - 1)) as u32, p.num_kv_heads, p.tokens_per_block) as usize;
-                src = pool.wrapping_add((row * D + chunk * 8) * 2);
-                ok = true;
+    /// The sources of the tile at key `t0` whose quarters' block ids are `ids`.
+    #[inline(always)]
+    fn src(&self, p: &ContextAttentionParams, seq: &Seq, ids: [u32; 4], t0: u32) -> TileSrc {
+        let tpb = p.tokens_per_block;
+        let mut off = [0u64; 4];
+        let mut quarters = 0u32;
+        unroll!(4, |q| {
+            // A quarter lies in one block (tokens_per_block is a multiple of 16).
+            let slot = ((t0 + 16 * q as u32) & (tpb - 1)) + self.r0;
+            if ids[q] < p.num_blocks {
+                off[q] = paged::pool_row(ids[q], seq.kv_head, slot, p.num_kv_heads, tpb) * (D as u64 * 2) + self.chunk as u64 * 16;
+                quarters |= 1 << q;
             }
-        }
-        // SAFETY: `dst` is the tile (64 rows of `D`); `src` is inside the pool when `ok`
-        // (valid block, slot < tokens_per_block, host-checked pool size), else the pool base.
-        unsafe { cp_async_16(dst + fr::tile_offset(r, chunk, D) as u32, src, ok) };
-    });
+        });
+        let mut rows = 0u32;
+        unroll!(Self::ROWS, |i| {
+            let q = i * Self::RPP / 16;
+            if quarters & (1 << q) != 0 && t0 + self.r0 + ((i * Self::RPP) as u32) < seq.kv_len {
+                rows |= 1 << i;
+            }
+        });
+        TileSrc { off, rows, quarters }
+    }
+
+    /// Issues the `cp.async` copies of this thread's rows of a K or V tile from `pool` into
+    /// the swizzled tile at shared address `dst`; rows of unreadable keys are zero-filled.
+    ///
+    /// # Safety
+    /// `dst` is a 64-row tile of `D` in shared memory; `src` was built by [`Self::src`] for a
+    /// pool with this geometry.
+    #[inline(always)]
+    unsafe fn load(&self, pool: *const u8, src: &TileSrc, dst: u32) {
+        let dst0 = dst + fr::tile_offset(self.r0 as usize, self.chunk as usize, D) as u32;
+        unroll!(Self::ROWS, |i| {
+            let q = i * Self::RPP / 16;
+            let row_off = (i * Self::RPP) % 16 * D * 2;
+            let ok = src.rows & (1 << i) != 0;
+            let from = pool.wrapping_add(src.off[q] as usize + row_off);
+            // SAFETY: row `r0 + i · RPP` of the tile (same swizzle as row `r0`). When `ok`,
+            // `from` is that key's row in a valid block of the pool (host-checked size);
+            // otherwise nothing is read (source size 0) and the row is zero-filled.
+            unsafe { cp_async_16(dst0 + (i * Self::RPP * D * 2) as u32, from, ok) };
+        });
+    }
 }
 
 /// Issues the copies of the CTA's 64 query rows (head `h`, first row `row0` of `q`, `rows`
@@ -195,12 +245,13 @@ unsafe fn load_q_tile<const D: usize>(p: &ContextAttentionParams, h: usize, row0
 /// `D` = head_dim, `KS = D / 16` k-steps of Q·Kᵀ, `NJ = D / 8` output n-tiles.
 #[inline(always)]
 unsafe fn context_attention<E: KvElem, const D: usize, const KS: usize, const NJ: usize>(p: &ContextAttentionParams) {
-    let (h, b) = (arch::block_idx() as usize, arch::block_idx_y() as usize);
-    let zt = arch::block_idx_z() as usize;
     // CTA-uniform guards (the host validated all of these; they keep a bad launch in bounds).
-    if h >= p.num_heads as usize || b >= p.batch as usize || zt >= p.num_q_tiles as usize || !matches!(p.tokens_per_block, 16 | 32 | 64 | 128) {
+    let cta = arch::block_idx();
+    if p.num_q_tiles == 0 || cta / p.num_q_tiles >= p.num_heads * p.batch || !matches!(p.tokens_per_block, 16 | 32 | 64 | 128) {
         return;
     }
+    let (h, b, zt) = paged::context_cta(cta, p.num_heads, p.batch, p.num_q_tiles, p.cta_group);
+    let (h, b, zt) = (h as usize, b as usize, zt as usize);
     let group = (p.num_heads / p.num_kv_heads.max(1)).max(1) as usize;
     let m0 = (p.num_q_tiles as usize - 1 - zt) * QT;
     // SAFETY: `b < batch`; the three arrays hold `batch` u32 each.
@@ -211,14 +262,18 @@ unsafe fn context_attention<E: KvElem, const D: usize, const KS: usize, const NJ
         return;
     }
     let rows = (new - m0).min(QT);
+    // Positions are u32 from here on (the host bounds them by u32 `start_pos` + `new_tokens`;
+    // clamped well below 2^32 so that `t0 + 64` never wraps).
+    let row_tokens = p.max_blocks_per_seq as usize * p.tokens_per_block as usize;
     let seq = Seq {
         table: p.block_tables.as_ptr::<u32>().wrapping_add(b * p.max_blocks_per_seq as usize),
         kv_head: (h / group) as u32,
-        kv_len: (start + new).min(p.max_blocks_per_seq as usize * p.tokens_per_block as usize),
+        kv_len: (start + new).min(row_tokens).min(u32::MAX as usize - 2 * KT) as u32,
     };
+    let (start, m0u) = (start as u32, m0 as u32);
     // Keys the CTA's last row sees; tiles past them are fully masked and never visited.
-    let kv_end = (start + m0 + rows).min(seq.kv_len);
-    let n_tiles = kv_end.div_ceil(KT);
+    let kv_end = (start + m0u + rows as u32).min(seq.kv_len);
+    let n_tiles = kv_end.div_ceil(KT as u32);
 
     let tid = arch::thread_idx() as usize;
     let (warp, lane) = (tid / 32, tid % 32);
@@ -226,14 +281,18 @@ unsafe fn context_attention<E: KvElem, const D: usize, const KS: usize, const NJ
     let tiles = shared_addr(&raw const TILES);
     let (ks_addr, vs_addr) = (tiles, tiles + (KT * D * 2) as u32);
     let (kp, vp) = (p.k_pool.as_ptr::<u8>(), p.v_pool.as_ptr::<u8>());
+    let ld = Loader::<D>::new(tid);
 
     // Prologue: Q (into the V buffer) and the first K tile in flight, then Q to registers.
+    // `cur` is the source of the tile whose V is loaded next (its K is already in flight).
+    let t_last = n_tiles.saturating_sub(1) * KT as u32;
+    let mut cur = ld.src(p, &seq, ld.ids(p, &seq, t_last), t_last);
     // SAFETY: shared destinations inside TILES; sources as documented by the loaders.
     unsafe {
         load_q_tile::<D>(p, h, q_off + m0, rows, vs_addr, tid);
         cp_async_commit();
         if n_tiles > 0 {
-            load_kv_tile::<D>(p, &seq, kp, ks_addr, (n_tiles - 1) * KT, tid);
+            ld.load(kp, &cur, ks_addr);
         }
         cp_async_commit();
         cp_async_wait1();
@@ -248,18 +307,21 @@ unsafe fn context_attention<E: KvElem, const D: usize, const KS: usize, const NJ
     sync_threads();
 
     // Row limits (exclusive key bounds) of this lane's rows g and g + 8.
-    let row_g = m0 + 16 * warp + g;
+    let row_g = m0u + (16 * warp + g) as u32;
     let lim = [(start + row_g + 1).min(seq.kv_len), (start + row_g + 9).min(seq.kv_len)];
     // Keys every row of the CTA may see (a tile ending at or before this needs no causal mask).
-    let cta_lim = (start + m0 + 1).min(seq.kv_len);
+    let cta_lim = (start + m0u + 1).min(seq.kv_len);
     let mut o = [[0f32; 4]; NJ];
     let (mut m, mut l) = ([NEG_INF; 2], [0f32; 2]);
-    let mut it = 0;
-    while it < n_tiles {
-        let t0 = (n_tiles - 1 - it) * KT;
+    let mut t0 = t_last;
+    let mut left = n_tiles;
+    while left > 0 {
+        let more = left > 1;
+        // The next tile's block ids, loaded now and used after S (their latency hidden).
+        let next_ids = if more { ld.ids(p, &seq, t0 - KT as u32) } else { [u32::MAX; 4] };
         // SAFETY: V tile into its buffer (free: the previous P·V ended with a barrier).
         unsafe {
-            load_kv_tile::<D>(p, &seq, vp, vs_addr, t0, tid);
+            ld.load(vp, &cur, vs_addr);
             cp_async_commit();
             cp_async_wait1();
         }
@@ -277,16 +339,23 @@ unsafe fn context_attention<E: KvElem, const D: usize, const KS: usize, const NJ
             });
         });
 
-        // Mask (only tiles touching the diagonal, the end, or an invalid block), then the
-        // online softmax in base 2 on rows g (registers 0, 1) and g + 8 (2, 3).
-        let quarters = seq.quarter_mask(p, t0);
-        let full = quarters == 0xf && t0 + KT <= cta_lim;
+        // Mask (a warp-uniform branch, taken only by tiles touching the diagonal, the end, or
+        // an invalid block), then the online softmax in base 2 on rows g (registers 0, 1) and
+        // g + 8 (2, 3).
+        if !(cur.quarters == 0xf && t0 + (KT as u32) <= cta_lim) {
+            unroll!(8, |nt| {
+                unroll!(4, |c| {
+                    let key = t0 + fr::s_key(nt, tq, c) as u32;
+                    if !(key < lim[c / 2] && cur.quarters & (1 << (nt / 2)) != 0) {
+                        s[nt][c] = NEG_INF;
+                    }
+                });
+            });
+        }
         let mut tmax = [NEG_INF; 2];
         unroll!(8, |nt| {
             unroll!(4, |c| {
-                let key = t0 + fr::s_key(nt, tq, c);
-                let ok = full || (key < lim[c / 2] && quarters & (1 << (nt / 2)) != 0);
-                let x = if ok { s[nt][c] * p.scale_log2 } else { NEG_INF };
+                let x = s[nt][c] * p.scale_log2;
                 s[nt][c] = x;
                 tmax[c / 2] = tmax[c / 2].max(x);
             });
@@ -321,8 +390,10 @@ unsafe fn context_attention<E: KvElem, const D: usize, const KS: usize, const NJ
         sync_threads();
         // SAFETY: K tile into its buffer (no warp reads it any more).
         unsafe {
-            if it + 1 < n_tiles {
-                load_kv_tile::<D>(p, &seq, kp, ks_addr, t0 - KT, tid);
+            if more {
+                t0 -= KT as u32;
+                cur = ld.src(p, &seq, next_ids, t0);
+                ld.load(kp, &cur, ks_addr);
                 cp_async_commit();
                 cp_async_wait1();
             } else {
@@ -342,7 +413,7 @@ unsafe fn context_attention<E: KvElem, const D: usize, const KS: usize, const NJ
             });
         });
         sync_threads();
-        it += 1;
+        left -= 1;
     }
 
     // Row sums over the four lanes of a row, then the normalised rows to out.

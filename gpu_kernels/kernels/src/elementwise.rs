@@ -121,12 +121,25 @@ unsafe fn silu_mul<S: Storage, const W: usize>(p: GatedActParams) {
     }
 }
 
+/// A kernel entry point. The plain form waits for the grids it depends on (programmatic
+/// dependent launch, `arch::grid_dependency_wait`) before its body and then lets the next
+/// kernel start; `@early` leaves both to the body, which must wait before touching anything
+/// but constant data (the skinny GEMM streams its first weights before waiting).
 macro_rules! entry {
     ($name:ident, $params:ty, $body:expr) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(p: $params) {
+            $crate::arch::grid_dependency_wait();
+            $crate::arch::launch_dependents();
             // SAFETY: the host launch wrapper validated the parameters (sizes, alignment,
             // non-null operands) against the buffers it passes.
+            unsafe { ($body)(p) }
+        }
+    };
+    (@early $name:ident, $params:ty, $body:expr) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "ptx-kernel" fn $name(p: $params) {
+            // SAFETY: as above; the body waits for its dependencies itself.
             unsafe { ($body)(p) }
         }
     };

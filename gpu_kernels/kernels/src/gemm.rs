@@ -35,7 +35,7 @@ use crate::dtype::{Bf16, F16};
 use crate::elementwise::entry;
 use crate::tensor_core::{cp_async_16, cp_async_commit, cp_async_wait, ld_u32, ld_v4_stream, ldmatrix_x4, mma, shared_addr, st_u32, unroll8, TcElem};
 use core::arch::asm;
-use kernel_abi::gemm::{tile_smem_bytes, GemmPath, SKINNY_ROWS, SKINNY_THREADS, TILE128_STAGES, TILE128_THREADS, TILE_K, TILE_N, TILE_THREADS};
+use kernel_abi::gemm::{tile_smem_bytes, GemmPath, SKINNY_MAX_THREADS, SKINNY_ROWS, SKINNY_THREADS, TILE128_STAGES, TILE128_THREADS, TILE_K, TILE_N, TILE_THREADS};
 use kernel_abi::GemmParams;
 use kernel_math::act::silu;
 use kernel_math::gemm as gm;
@@ -48,13 +48,14 @@ const WARPS: usize = TILE_THREADS as usize / 32;
 #[unsafe(link_section = ".nvptx.shared")]
 static mut TILE_SMEM: [V4; TILE_SMEM_BYTES / 16] = [V4([0; 4]); TILE_SMEM_BYTES / 16];
 
-const SKINNY_WARPS: usize = SKINNY_THREADS as usize / 32;
+/// The most warps a skinny CTA may have (its block size is chosen by the host).
+const SKINNY_MAX_WARPS: usize = SKINNY_MAX_THREADS as usize / 32;
 /// Skinny k steps (32 wide) each warp has in flight.
 const SKINNY_UNROLL: usize = 4;
 
 /// The skinny warps' partial sums: `[warp][tile][register][lane]` for up to 2 token tiles.
 #[unsafe(link_section = ".nvptx.shared")]
-static mut SKINNY_RED: [f32; SKINNY_WARPS * 2 * 4 * 32] = [0.0; SKINNY_WARPS * 2 * 4 * 32];
+static mut SKINNY_RED: [f32; SKINNY_MAX_WARPS * 2 * 4 * 32] = [0.0; SKINNY_MAX_WARPS * 2 * 4 * 32];
 
 /// Where one thread's 16-byte copies of a stage come from and go to.
 #[derive(Clone, Copy)]
@@ -513,12 +514,14 @@ trait Epilogue: TcElem {
 impl Epilogue for Bf16 {}
 impl Epilogue for F16 {}
 
-/// The skinny kernel: `NT` token tiles of 8 (`m ≤ 8 NT`).
+/// The skinny kernel: `NT` token tiles of 8 (`m ≤ 8 NT`), `WARPS` warps (the block size; a
+/// constant so that the k offsets of the unrolled loads are immediates, not registers).
 #[inline(always)]
-unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize>(p: &GemmParams) {
+unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize, const WARPS: usize>(p: &GemmParams) {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     let blk = arch::block_idx() as usize;
     let tid = arch::thread_idx() as usize;
+    let (threads, warps) = (WARPS * 32, WARPS);
     let (warp, lane) = (tid / 32, tid % 32);
     let (g, tq) = (lane / 4, lane % 4);
     let (x, w) = (p.x.as_ptr::<u8>(), p.w.as_ptr::<u8>());
@@ -532,6 +535,7 @@ unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize>(p: &GemmPara
     };
     let first_col = if GATE_UP { blk * SKINNY_ROWS / 2 } else { blk * SKINNY_ROWS };
     if first_col >= n {
+        arch::grid_dependency_wait();
         return;
     }
     let w_lo = if ok_lo { w.wrapping_add(r_lo * k * 2) } else { w };
@@ -547,16 +551,19 @@ unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize>(p: &GemmPara
     let steps = k.div_ceil(32);
     let mut acc = [[0f32; 4]; NT];
     let mut s0 = warp;
+    // The first weight loads go out before the wait for the kernel that wrote `x`, so they
+    // overlap its tail (programmatic dependent launch).
+    let mut waited = false;
     while s0 < steps {
         let mut wl = [[0u32; 4]; SKINNY_UNROLL];
         let mut wh = [[0u32; 4]; SKINNY_UNROLL];
         let mut xv = [[[0u32; 4]; NT]; SKINNY_UNROLL];
         unroll8!(SKINNY_UNROLL, |u| {
-            let s = s0 + u * SKINNY_WARPS;
+            let s = s0 + u * warps;
             let kk = s * 32 + gm::skinny_k(tq);
             if s < steps && kk < k {
                 // SAFETY: rows exist (ok flags), columns kk .. kk + 8 < k (k multiple of 8),
-                // 16-byte aligned (host-checked); nothing writes w or x during the launch.
+                // 16-byte aligned (host-checked); nothing writes w during the launch.
                 unsafe {
                     if ok_lo {
                         wl[u] = ld_v4_stream(w_lo.add(kk * 2)).0;
@@ -564,6 +571,20 @@ unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize>(p: &GemmPara
                     if ok_hi {
                         wh[u] = ld_v4_stream(w_hi.add(kk * 2)).0;
                     }
+                }
+            }
+        });
+        if !waited {
+            arch::grid_dependency_wait();
+            arch::launch_dependents();
+            waited = true;
+        }
+        unroll8!(SKINNY_UNROLL, |u| {
+            let s = s0 + u * warps;
+            let kk = s * 32 + gm::skinny_k(tq);
+            if s < steps && kk < k {
+                // SAFETY: token rows exist (x_ok), columns as above; x is complete (waited).
+                unsafe {
                     unroll8!(NT, |t| {
                         if x_ok[t] {
                             xv[u][t] = arch::ld_v4(x_rows[t].add(kk * 2), true).0;
@@ -580,11 +601,16 @@ unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize>(p: &GemmPara
                 });
             });
         });
-        s0 += SKINNY_WARPS * SKINNY_UNROLL;
+        s0 += warps * SKINNY_UNROLL;
+    }
+    if !waited {
+        arch::grid_dependency_wait();
+        arch::launch_dependents();
     }
 
     let red = (&raw mut SKINNY_RED).cast::<f32>();
-    // SAFETY: warp < 4, t < NT ≤ 2, c < 4, lane < 32: inside SKINNY_RED.
+    // SAFETY: warp < SKINNY_MAX_WARPS (host-checked block size), t < NT ≤ 2, c < 4,
+    // lane < 32: inside SKINNY_RED.
     unroll8!(NT, |t| {
         unroll8!(4, |c| {
             // SAFETY: as above.
@@ -594,7 +620,7 @@ unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize>(p: &GemmPara
     arch::sync_threads();
     let sum = |t: usize, c: usize, l: usize| -> f32 {
         let mut s = 0f32;
-        for wi in 0..SKINNY_WARPS {
+        for wi in 0..warps {
             // SAFETY: indices as above; written before the barrier.
             s += unsafe { *red.add(((wi * 2 + t) * 4 + c) * 32 + l) };
         }
@@ -631,23 +657,29 @@ unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize>(p: &GemmPara
                     E::store(out, tok * n + col, v);
                 }
             }
-            item += SKINNY_THREADS as usize;
+            item += threads;
         }
     }
 }
 
 #[inline(always)]
 unsafe fn skinny_entry<E: Epilogue, const GATE_UP: bool>(p: GemmParams) {
-    // SAFETY: as for `skinny`; m ≤ 16 (host-checked), larger m would leave rows unwritten.
+    // SAFETY: as for `skinny`; m ≤ 16 and a block of 128 or 256 threads (host-checked);
+    // larger m would leave rows unwritten.
     unsafe {
-        if p.m <= 8 { skinny::<E, GATE_UP, 1>(&p) } else { skinny::<E, GATE_UP, 2>(&p) }
+        match (p.m <= 8, arch::block_dim() == SKINNY_MAX_THREADS) {
+            (true, false) => skinny::<E, GATE_UP, 1, { SKINNY_THREADS as usize / 32 }>(&p),
+            (false, false) => skinny::<E, GATE_UP, 2, { SKINNY_THREADS as usize / 32 }>(&p),
+            (true, true) => skinny::<E, GATE_UP, 1, SKINNY_MAX_WARPS>(&p),
+            (false, true) => skinny::<E, GATE_UP, 2, SKINNY_MAX_WARPS>(&p),
+        }
     }
 }
 
-entry!(gemm_skinny_bf16, GemmParams, |p| skinny_entry::<Bf16, false>(p));
-entry!(gemm_skinny_f16, GemmParams, |p| skinny_entry::<F16, false>(p));
-entry!(gate_up_silu_skinny_bf16, GemmParams, |p| skinny_entry::<Bf16, true>(p));
-entry!(gate_up_silu_skinny_f16, GemmParams, |p| skinny_entry::<F16, true>(p));
+entry!(@early gemm_skinny_bf16, GemmParams, |p| skinny_entry::<Bf16, false>(p));
+entry!(@early gemm_skinny_f16, GemmParams, |p| skinny_entry::<F16, false>(p));
+entry!(@early gate_up_silu_skinny_bf16, GemmParams, |p| skinny_entry::<Bf16, true>(p));
+entry!(@early gate_up_silu_skinny_f16, GemmParams, |p| skinny_entry::<F16, true>(p));
 entry!(gemm_tile128_bf16, GemmParams, |p: GemmParams| big::<Bf16, false, 128, 4, 1, TILE128_STAGES>(&p));
 entry!(gemm_tile128_f16, GemmParams, |p: GemmParams| big::<F16, false, 128, 4, 1, TILE128_STAGES>(&p));
 entry!(gate_up_silu_tile128_bf16, GemmParams, |p: GemmParams| big::<Bf16, true, 128, 4, 1, TILE128_STAGES>(&p));

@@ -114,8 +114,9 @@ pub fn context_attention<T: DType>(gpu: &Gpu, pools: &KvPools<T>, tables: &Block
         }
     }
     let q_tiles = seqs.max_new_tokens.div_ceil(CONTEXT_Q_TILE as usize);
-    if heads > i32::MAX as usize || seqs.batch > 65_535 || q_tiles > 65_535 {
-        return Err(DeviceError::invalid(K, format!("grid of {heads} heads × {} sequences × {q_tiles} query tiles exceeds the launch limits (2^31 - 1, 65535, 65535)", seqs.batch)));
+    let ctas = heads as u64 * seqs.batch as u64 * q_tiles as u64;
+    if ctas > i32::MAX as u64 {
+        return Err(DeviceError::invalid(K, format!("grid of {heads} heads × {} sequences × {q_tiles} query tiles exceeds the launch limit of 2^31 - 1 CTAs", seqs.batch)));
     }
     if seqs.total_tokens == 0 {
         return Ok(());
@@ -142,9 +143,17 @@ pub fn context_attention<T: DType>(gpu: &Gpu, pools: &KvPools<T>, tables: &Block
         q_token_stride: to_u32(K, "q token stride", s.q_seq_stride)?,
         out_token_stride: to_u32(K, "out token stride", s.out_seq_stride)?,
         scale_log2: s.scale * std::f32::consts::LOG2_E,
-        _pad: 0,
+        cta_group: cta_group(gpu.info().multiprocessors as usize, q_tiles),
     };
-    launch_grid(gpu, entry, (p.num_heads, p.batch, p.num_q_tiles), CONTEXT_THREADS, p)
+    launch_grid(gpu, entry, (ctas as u32, 1, 1), CONTEXT_THREADS, p)
+}
+
+/// (head, sequence) pairs per group of the CTA order (`kernel_abi::paged::context_cta`):
+/// about one wave of CTAs (2 per multiprocessor) per group, so that the K/V being read at any
+/// time belong to one or two groups of pairs and stay in L2 (each pair's K/V is read by all
+/// its query tiles), while the longest tiles of a group still start first.
+fn cta_group(multiprocessors: usize, q_tiles: usize) -> u32 {
+    (2 * multiprocessors.max(1) / q_tiles.max(1)).clamp(1, u32::MAX as usize) as u32
 }
 
 #[cfg(test)]
@@ -158,5 +167,13 @@ mod tests {
         assert_eq!(check_ranges(&[], &[]).unwrap(), 0);
         let e = check_ranges(&[0, 4], &[5, 2]).unwrap_err().to_string();
         assert!(e.contains("q_offsets") && e.contains("overlap"), "{e}");
+    }
+
+    #[test]
+    fn cta_groups_hold_about_one_wave() {
+        assert_eq!(cta_group(132, 32), 8);
+        assert_eq!(cta_group(132, 1), 264);
+        assert_eq!(cta_group(132, 1000), 1);
+        assert_eq!(cta_group(0, 0), 2);
     }
 }

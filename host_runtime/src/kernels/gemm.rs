@@ -9,9 +9,9 @@
 //! No path needs a workspace: the skinny (decode) path splits `k` inside a CTA only. The
 //! tile128 path opts in to 64 KiB of dynamic shared memory per launch.
 
-use super::{check_len, launch_grid, Param};
+use super::{check_len, launch_cfg, launch_grid};
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 use crate::device::{DeviceBuffer, DeviceError, Gpu};
 use crate::dtype::DType;
 use kernel_abi::gemm::{self as abi, ALIGN, SKINNY_MAX_M};
@@ -144,6 +144,9 @@ fn launch(gpu: &Gpu, op: GemmOp, path: GemmPath, t: StorageType, p: GemmParams) 
     }
     let name = abi::entry_name(op, path, t).ok_or_else(|| DeviceError::invalid(kernel(op), "no entry point for this type"))?;
     let smem = abi::tile_smem_bytes(path);
+    if path == GemmPath::Skinny {
+        return launch_grid(gpu, name, (gx as u32, gy as u32, 1), skinny_threads(gpu, name, gx)?, p);
+    }
     if smem == 0 {
         return launch_grid(gpu, name, (gx as u32, gy as u32, 1), path.threads(), p);
     }
@@ -152,14 +155,21 @@ fn launch(gpu: &Gpu, op: GemmOp, path: GemmPath, t: StorageType, p: GemmParams) 
     let f = gpu.module().function(name)?;
     f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32).map_err(|e| DeviceError::driver("cuFuncSetAttribute", e))?;
     let cfg = LaunchConfig { grid_dim: (gx as u32, gy.max(1) as u32, 1), block_dim: (path.threads(), 1, 1), shared_mem_bytes: smem };
-    let p = Param(p);
-    let mut b = gpu.stream().launch_builder(f);
-    b.arg(&p);
-    // SAFETY: `p` matches the kernel's single parameter (see `Param`), every address in it
-    // was checked by `check_gemm` against an allocation large enough for the shape, and the
-    // launch has the dynamic shared memory the kernel needs.
-    unsafe { b.launch(cfg) }.map_err(|e| DeviceError::driver("cuLaunchKernel", e))?;
-    Ok(())
+    launch_cfg(gpu, f, cfg, p)
+}
+
+/// Block size of a skinny launch of `ctas` CTAs ([`abi::skinny_threads`]);
+/// `INFLIGHT_SKINNY_THREADS` (128 or 256) overrides it for benchmarks.
+fn skinny_threads(gpu: &Gpu, name: &str, ctas: usize) -> Result<u32, DeviceError> {
+    static FORCED: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let forced = *FORCED.get_or_init(|| {
+        std::env::var("INFLIGHT_SKINNY_THREADS").ok().and_then(|v| v.parse().ok()).filter(|t| [abi::SKINNY_THREADS, abi::SKINNY_MAX_THREADS].contains(t))
+    });
+    if let Some(t) = forced {
+        return Ok(t);
+    }
+    let wide = gpu.resident_blocks_per_sm(name, abi::SKINNY_MAX_THREADS)? as usize;
+    Ok(abi::skinny_threads(ctas, wide, gpu.info().multiprocessors as usize))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub use attention::{choose_splits, decode_attention, kv_append, AppendSlots, Att
 pub use context_attention::{context_attention, ContextSeqs};
 pub use elementwise::{cast, copy_bytes, gelu, gelu_in_place, silu_mul, Gelu, Rows};
 pub use embedding::embedding;
+pub use kernel_abi::gemm::SKINNY_MAX_M;
 pub use gemm::{check_gemm, choose_path, gate_up_silu, gate_up_silu_on_path, gemm, gemm_on_path, GemmEpilogue, GemmLens, GemmOp, GemmPath};
 pub use norm::{layer_norm, rms_norm, rms_norm_rows, Residual};
 pub use random::fill_uniform;
@@ -27,7 +28,7 @@ pub use softmax::softmax;
 pub use top_k::{logits_top_k, TopKBuffers, TOP_K_MAX};
 
 use crate::device::{DeviceError, Gpu};
-use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaFunction, DeviceRepr, LaunchConfig};
 use kernel_abi::*;
 
 /// Parameter structs that may be passed to a kernel (all from `kernel_abi`).
@@ -64,15 +65,38 @@ pub(crate) fn launch<P: KernelParams>(gpu: &Gpu, name: &str, grid: u32, block: u
 
 /// Launches `name` with a 3-D grid (each dimension at least 1).
 pub(crate) fn launch_grid<P: KernelParams>(gpu: &Gpu, name: &str, grid: (u32, u32, u32), block: u32, params: P) -> Result<(), DeviceError> {
-    let f = gpu.module().function(name)?;
-    let p = Param(params);
     let cfg = LaunchConfig { grid_dim: (grid.0.max(1), grid.1.max(1), grid.2.max(1)), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
-    let mut b = gpu.stream().launch_builder(f);
-    b.arg(&p);
-    // SAFETY: `p` matches the kernel's single parameter (see `Param`), and the caller checked
-    // that every address in it points to an allocation large enough for the shape it passes.
-    unsafe { b.launch(cfg) }.map_err(|e| DeviceError::driver("cuLaunchKernel", e))?;
-    Ok(())
+    launch_cfg(gpu, gpu.module().function(name)?, cfg, params)
+}
+
+/// Launches `f` on the [`Gpu`]'s stream, with programmatic stream serialization when
+/// [`Gpu::programmatic_launch`] is on (every kernel of that PTX waits for its predecessor
+/// itself, so it may be scheduled before the predecessor has finished).
+pub(crate) fn launch_cfg<P: KernelParams>(gpu: &Gpu, f: &CudaFunction, cfg: LaunchConfig, params: P) -> Result<(), DeviceError> {
+    let mut p = Param(params);
+    gpu.context().bind_to_thread().map_err(|e| DeviceError::driver("cuCtxSetCurrent", e))?;
+    let mut attr = sys::CUlaunchAttribute { id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, pad: [0; 4], value: sys::CUlaunchAttributeValue { pad: [0; 64] } };
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let ex = sys::CUlaunchConfig {
+        gridDimX: cfg.grid_dim.0,
+        gridDimY: cfg.grid_dim.1,
+        gridDimZ: cfg.grid_dim.2,
+        blockDimX: cfg.block_dim.0,
+        blockDimY: cfg.block_dim.1,
+        blockDimZ: cfg.block_dim.2,
+        sharedMemBytes: cfg.shared_mem_bytes,
+        hStream: gpu.stream().cu_stream(),
+        attrs: &mut attr,
+        numAttrs: u32::from(gpu.programmatic_launch()),
+    };
+    let mut args = [(&raw mut p).cast::<std::ffi::c_void>()];
+    // SAFETY: `p` matches the kernel's single parameter (see `Param`) and outlives the call
+    // (the driver copies parameters at launch); the caller checked that every address in it
+    // points to an allocation large enough for the shape it passes, and gave the launch the
+    // dynamic shared memory the kernel needs; `attr` lives until the call returns.
+    unsafe { sys::cuLaunchKernelEx(&ex, f.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) }
+        .result()
+        .map_err(|e| DeviceError::driver("cuLaunchKernelEx", e))
 }
 
 /// Blocks for a grid-stride elementwise kernel over `n` elements: enough for 4 chunks of 8

@@ -18,7 +18,7 @@ use super::GpuError;
 use crate::config::RopeLayout;
 use half::bf16;
 use host_runtime::kernels::{
-    self, context_attention, decode_attention, gate_up_silu, gemm, kv_append, AppendSlots, BlockTables, ContextSeqs, DecodeShape, GemmEpilogue, MultiBlock, PagedKvShape, Residual, RopeShape, RopeStyle, Rows,
+    self, context_attention, decode_attention, gate_up_silu, gemm, kv_append, AppendSlots, BlockTables, ContextSeqs, DecodeShape, GemmEpilogue, MultiBlock, PagedKvShape, Residual, RopeShape, RopeStyle, Rows, SKINNY_MAX_M,
 };
 use host_runtime::executor::LogitsRow;
 use host_runtime::sampling::LogitsWant;
@@ -71,6 +71,9 @@ pub fn forward(gpu: &Gpu, w: &GpuWeights, kv: &mut GpuKv, act: &mut Activations,
         return Ok(Vec::new());
     }
     let inp = upload_step(gpu, kv.shape(), plan)?;
+    // A step of a few tokens is a chain of short, memory- or latency-bound kernels: launch
+    // them programmatically so each starts while the previous one drains.
+    gpu.set_latency_bound(n <= SKINNY_MAX_M);
     let c = &w.config;
     kernels::embedding(gpu, &w.embed, c.vocab_size, c.hidden, &inp.ids, &mut act.x[0])?;
     for (l, layer) in w.layers.iter().enumerate() {
