@@ -2,8 +2,7 @@
 //! the f64 CPU reference (`cpu::gemm_f64`, `cpu::gate_up_silu_f64`): random shapes (`m`
 //! including 1, 3, 16, 17, 100, 256; `n`, `k` multiples of 8 that leave partial tiles),
 //! bias/residual on and off, bf16 and f16, every kernel path that takes the shape plus the
-//! one the wrapper picks, NaN-poisoned outputs with a poisoned tail that must stay untouched;
-//! the RMSNorm fused into the skinny path against normalise-then-multiply.
+//! one the wrapper picks, NaN-poisoned outputs with a poisoned tail that must stay untouched.
 //!
 //! A plain binary (`harness = false`), like `gpu_kernels`: the host-side shape checks run
 //! everywhere; without a GPU the GPU tests print "skipped: no CUDA device" and count nothing
@@ -112,53 +111,6 @@ fn run_gate_up_case<T: DType>(gpu: &Gpu, m: usize, inter: usize, k: usize, seed:
     Ok(())
 }
 
-/// Rows of `x` (`m × k`) normalised as `rms_norm` stores them: `round((x · inv) · g)` with
-/// `inv = 1 / sqrt(mean(x²) + eps)` (f64 here, so `h` may differ by one rounding step).
-fn rms_normed<T: DType>(x: &[T], g: &[T], m: usize, k: usize, eps: f32) -> Vec<f32> {
-    let mut h = Vec::with_capacity(m * k);
-    for row in x.chunks(k).take(m) {
-        let ss: f64 = row.iter().map(|v| (v.to_f32() as f64).powi(2)).sum();
-        let inv = (1.0 / (ss / k as f64 + eps as f64).sqrt()) as f32;
-        h.extend(row.iter().zip(g).map(|(v, w)| T::from_f32(v.to_f32() * inv * w.to_f32()).to_f32()));
-    }
-    h
-}
-
-/// [`kernels::gemm_normed`] / [`kernels::gate_up_silu_normed`] (RMSNorm fused into the skinny
-/// path) against the f64 product of the normalised rows; rows of very different scales.
-fn run_normed_case<T: DType>(gpu: &Gpu, m: usize, n: usize, k: usize, gate_up: bool, seed: u64) -> Result<(), TestCaseError> {
-    let mut rng = Rng::new(seed);
-    let scales: Vec<f32> = (0..m).map(|_| rng.vec::<f32>(1, -3.0, 3.0)[0].exp()).collect();
-    let x_h: Vec<T> = rng.vec::<f32>(m * k, -1.0, 1.0).iter().enumerate().map(|(i, v)| T::from_f32(v * scales[i / k])).collect();
-    let g_h: Vec<T> = rng.vec(k, 0.5, 1.5);
-    let rows = if gate_up { 2 * n } else { n };
-    let w_h: Vec<T> = rng.vec(rows * k, -1.0, 1.0);
-    let b_h: Vec<T> = rng.vec(n, -1.0, 1.0);
-    let eps = 1e-5;
-    let h = rms_normed(&x_h, &g_h, m, k, eps);
-    let want = if gate_up { cpu::gate_up_silu_f64(&h, &to_f32_vec(&w_h), m, n, k) } else { cpu::gemm_f64(&h, &to_f32_vec(&w_h), m, n, k, Some(&to_f32_vec(&b_h)), None) };
-    let up = |v: &[T]| gpu.upload(v).map_err(fail);
-    let (x, g, w, b) = (up(&x_h)?, up(&g_h)?, up(&w_h)?, up(&b_h)?);
-    let mut out: DeviceBuffer<T> = up(&poison::<T>(m * n + TAIL))?;
-    let norm = kernels::RowNorm { weight: &g, eps };
-    if gate_up {
-        kernels::gate_up_silu_normed(gpu, &x, norm, &w, &mut out, m, n, k)
-    } else {
-        kernels::gemm_normed(gpu, &x, norm, &w, &mut out, m, n, k, GemmEpilogue { bias: Some(&b), residual: None })
-    }
-    .map_err(fail)?;
-    check_out(&format!("normed gate_up={gate_up} m={m} n={n} k={k}"), &gpu.download(&out).map_err(fail)?, &want)
-}
-
-fn test_normed<T: DType>(gpu: &Gpu, r: &mut TestRunner) -> Result<(), String> {
-    let e = |e: TestCaseError| e.to_string();
-    for (m, n, k, gu) in [(1usize, 1024usize, 4096usize, false), (16, 264, 4096, true), (9, 4096, 1024, false)] {
-        run_normed_case::<T>(gpu, m, n, k, gu, (m * n + k) as u64).map_err(e)?;
-    }
-    let s = (1usize..=16, mult8(80), mult8(100), any::<bool>(), any::<u64>());
-    r.run(&s, |(m, n, k, gu, seed)| run_normed_case::<T>(gpu, m, n, k, gu, seed)).map_err(|e| e.to_string())
-}
-
 fn test_gemm<T: DType>(gpu: &Gpu, r: &mut TestRunner) -> Result<(), String> {
     let s = (m_strategy(), mult8(80), mult8(100), any::<bool>(), any::<bool>(), any::<u64>());
     r.run(&s, |(m, n, k, bias, res, seed)| run_gemm_case::<T>(gpu, m, n, k, bias, res, seed)).map_err(|e| e.to_string())
@@ -200,11 +152,6 @@ fn test_rejects(gpu: &Gpu, _r: &mut TestRunner) -> Result<(), String> {
     let xs = buf(32 * 8)?;
     let mut os = buf(32 * 8)?;
     expect(msg(kernels::gemm_on_path(gpu, GemmPath::Skinny, &xs, &w, &mut os, 32, 8, 8, GemmEpilogue::none())), "skinny path takes m")?;
-    let g = buf(64)?;
-    let norm = |eps: f32| kernels::RowNorm { weight: &g, eps };
-    expect(msg(kernels::gemm_normed(gpu, &xs, norm(1e-5), &w, &mut os, 17, 8, 8, GemmEpilogue::none())), "fused RMSNorm takes m ≤ 16")?;
-    expect(msg(kernels::gemm_normed(gpu, &x, kernels::RowNorm { weight: &small, eps: 1e-5 }, &w, &mut out, 1, 64, 64, GemmEpilogue::none())), "norm weight holds 16")?;
-    expect(msg(kernels::gate_up_silu_normed(gpu, &x, norm(f32::NAN), &w, &mut out, 1, 32, 64)), "eps")?;
     let xf = gpu.upload(&[0f32; 64]).map_err(|e| e.to_string())?;
     let mut of = gpu.upload(&[0f32; 64]).map_err(|e| e.to_string())?;
     expect(msg(kernels::gemm(gpu, &xf, &xf, &mut of, 8, 8, 8, GemmEpilogue::none())), "bf16 and f16 only")
@@ -240,8 +187,6 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         ("gate_up_silu_f16", test_gate_up::<f16>),
         ("gemm_large_bf16", test_large::<bf16>),
         ("gemm_large_f16", test_large::<f16>),
-        ("gemm_normed_bf16", test_normed::<bf16>),
-        ("gemm_normed_f16", test_normed::<f16>),
         ("gemm_rejects_bad_shapes", test_rejects),
     ]
 }

@@ -43,7 +43,7 @@ fn parameter_structs_have_no_implicit_padding() {
     assert_eq!(size_of::<DecodeAttentionParams>(), 8 * 8 + 10 * 4);
     assert_eq!(size_of::<AttentionMergeParams>(), 3 * 8 + 6 * 4);
     assert_eq!(size_of::<ContextAttentionParams>(), 8 * 8 + 12 * 4);
-    assert_eq!(size_of::<GemmParams>(), 6 * 8 + 4 * 4);
+    assert_eq!(size_of::<GemmParams>(), 5 * 8 + 4 * 4);
     assert_eq!(size_of::<FillUniformParams>(), 3 * 8 + 2 * 4);
     assert_eq!(size_of::<TopKParams>(), 8 * 8 + 4 * 4);
 }

@@ -288,8 +288,6 @@ pub struct ContextAttentionParams {
 /// - `bias` (`[n]`) and `residual` (`[m, n]`) are optional (null = absent; `gemm` only):
 ///   `out = x · wᵀ + bias + residual`, summed in f32 and rounded once. `out` aliases none of
 ///   the inputs.
-/// - `norm` (`[k]`, optional, skinny path only: `m ≤ 16`): a fused RMSNorm of the rows of
-///   `x` first, `x ← round((x · rsqrt(mean(x²) + eps)) · norm)` as `rms_norm_<t>` computes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GemmParams {
@@ -298,11 +296,10 @@ pub struct GemmParams {
     pub bias: DevPtr,
     pub residual: DevPtr,
     pub out: DevPtr,
-    pub norm: DevPtr,
     pub m: u32,
     pub n: u32,
     pub k: u32,
-    pub eps: f32,
+    pub _pad: u32,
 }
 
 /// Candidates per row kept by `logits_top_k_<t>`.

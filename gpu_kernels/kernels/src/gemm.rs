@@ -31,7 +31,6 @@
 //! N operand (8 per tile, 1 or 2 tiles). The four warps' partial sums meet in shared memory.
 
 use crate::arch::{self, Libdevice, V4};
-use crate::reduce::rsqrt;
 use crate::dtype::{Bf16, F16};
 use crate::elementwise::entry;
 use crate::tensor_core::{cp_async_16, cp_async_commit, cp_async_wait, ld_u32, ld_v4_stream, ldmatrix_x4, mma, shared_addr, st_u32, unroll8, TcElem};
@@ -53,10 +52,6 @@ static mut TILE_SMEM: [V4; TILE_SMEM_BYTES / 16] = [V4([0; 4]); TILE_SMEM_BYTES 
 const SKINNY_MAX_WARPS: usize = SKINNY_MAX_THREADS as usize / 32;
 /// Skinny k steps (32 wide) each warp has in flight.
 const SKINNY_UNROLL: usize = 4;
-
-/// `1 / rms` of each token row when the skinny kernel fuses an RMSNorm (`GemmParams::norm`).
-#[unsafe(link_section = ".nvptx.shared")]
-static mut SKINNY_INV: [f32; 16] = [0.0; 16];
 
 /// The skinny warps' partial sums: `[warp][tile][register][lane]` for up to 2 token tiles.
 #[unsafe(link_section = ".nvptx.shared")]
@@ -519,91 +514,6 @@ trait Epilogue: TcElem {
 impl Epilogue for Bf16 {}
 impl Epilogue for F16 {}
 
-/// The lane's weight chunks of the `SKINNY_UNROLL` k steps from `s0` (stride `warps`), for
-/// fragment rows `g` (`w_lo`) and `g + 8` (`w_hi`); zeros where a row or step does not exist.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn skinny_weights(w_lo: *const u8, w_hi: *const u8, ok_lo: bool, ok_hi: bool, s0: usize, warps: usize, steps: usize, k: usize, tq: usize) -> ([[u32; 4]; SKINNY_UNROLL], [[u32; 4]; SKINNY_UNROLL]) {
-    let mut wl = [[0u32; 4]; SKINNY_UNROLL];
-    let mut wh = [[0u32; 4]; SKINNY_UNROLL];
-    unroll8!(SKINNY_UNROLL, |u| {
-        let s = s0 + u * warps;
-        let kk = s * 32 + gm::skinny_k(tq);
-        if s < steps && kk < k {
-            // SAFETY: rows exist (ok flags), columns kk .. kk + 8 < k (k multiple of 8),
-            // 16-byte aligned (host-checked); nothing writes w during the launch.
-            unsafe {
-                if ok_lo {
-                    wl[u] = ld_v4_stream(w_lo.add(kk * 2)).0;
-                }
-                if ok_hi {
-                    wh[u] = ld_v4_stream(w_hi.add(kk * 2)).0;
-                }
-            }
-        }
-    });
-    (wl, wh)
-}
-
-/// `1 / rms` of the token rows this lane multiplies (rows `8 t + g`; 1 past `m`), the fused
-/// RMSNorm's statistic: warp `w` reduces rows `w, w + warps, …` (sum of squares in f32, as
-/// `rms_norm`), through shared memory to every lane.
-///
-/// # Safety
-/// `x` holds `m ≤ 16` rows of `k` (a multiple of 8) 16-bit elements, 16-byte aligned; every
-/// thread of the CTA calls it (it has a barrier).
-#[inline(always)]
-unsafe fn skinny_inv_rms<E: Epilogue, const NT: usize>(x: *const u8, m: usize, k: usize, eps: f32, warp: usize, warps: usize, lane: usize) -> [f32; NT] {
-    let inv_sh = (&raw mut SKINNY_INV).cast::<f32>();
-    let mut r = warp;
-    while r < m {
-        let row = x.wrapping_add(r * k * 2);
-        let mut sum = 0f32;
-        let mut c = lane;
-        while c < k / 8 {
-            // SAFETY: chunk c of row r < m is inside x (per the contract).
-            let v = unsafe { arch::ld_v4(row.add(c * 16), true) }.0;
-            for i in 0..4 {
-                let [a, b] = E::unpack2(v[i]);
-                sum += a * a;
-                sum += b * b;
-            }
-            c += 32;
-        }
-        let mut mask = 16;
-        while mask > 0 {
-            sum += arch::shfl_xor(sum, mask);
-            mask /= 2;
-        }
-        if lane == 0 {
-            // SAFETY: r < m ≤ 16: inside SKINNY_INV.
-            unsafe { *inv_sh.add(r) = rsqrt(sum / k as f32 + eps) };
-        }
-        r += warps;
-    }
-    arch::sync_threads();
-    let g = lane / 4;
-    let mut inv = [1.0f32; NT];
-    unroll8!(NT, |t| {
-        if 8 * t + g < m {
-            // SAFETY: 8 t + g < m ≤ 16, written before the barrier.
-            inv[t] = unsafe { *inv_sh.add(8 * t + g) };
-        }
-    });
-    inv
-}
-
-/// `round((x · inv) · gamma)` of 8 packed elements, as `rms_norm` stores them.
-#[inline(always)]
-fn normalise<E: Epilogue>(x: &[u32; 4], gamma: &[u32; 4], inv: f32) -> [u32; 4] {
-    let mut out = [0u32; 4];
-    for i in 0..4 {
-        let ([a, b], [ga, gb]) = (E::unpack2(x[i]), E::unpack2(gamma[i]));
-        out[i] = E::pack2(a * inv * ga, b * inv * gb);
-    }
-    out
-}
-
 /// The skinny kernel: `NT` token tiles of 8 (`m ≤ 8 NT`), `WARPS` warps (the block size; a
 /// constant so that the k offsets of the unrolled loads are immediates, not registers).
 #[inline(always)]
@@ -641,39 +551,45 @@ unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize, const WARPS:
     let steps = k.div_ceil(32);
     let mut acc = [[0f32; 4]; NT];
     let mut s0 = warp;
-    let gamma = p.norm.as_ptr::<u8>();
-    let normed = !p.norm.is_null();
     // The first weight loads go out before the wait for the kernel that wrote `x`, so they
     // overlap its tail (programmatic dependent launch).
-    let (mut wl, mut wh) = skinny_weights(w_lo, w_hi, ok_lo, ok_hi, s0, warps, steps, k, tq);
-    arch::grid_dependency_wait();
-    arch::launch_dependents();
-    let inv = if normed {
-        // SAFETY: x holds m rows of k (host-checked); every thread of the CTA calls it.
-        unsafe { skinny_inv_rms::<E, NT>(x, m, k, p.eps, warp, warps, lane) }
-    } else {
-        [1.0; NT]
-    };
+    let mut waited = false;
     while s0 < steps {
+        let mut wl = [[0u32; 4]; SKINNY_UNROLL];
+        let mut wh = [[0u32; 4]; SKINNY_UNROLL];
         let mut xv = [[[0u32; 4]; NT]; SKINNY_UNROLL];
         unroll8!(SKINNY_UNROLL, |u| {
             let s = s0 + u * warps;
             let kk = s * 32 + gm::skinny_k(tq);
             if s < steps && kk < k {
-                // SAFETY: token rows exist (x_ok), columns kk .. kk + 8 < k (k multiple of
-                // 8, 16-byte aligned: host-checked); x is complete (waited); gamma holds k.
+                // SAFETY: rows exist (ok flags), columns kk .. kk + 8 < k (k multiple of 8),
+                // 16-byte aligned (host-checked); nothing writes w during the launch.
+                unsafe {
+                    if ok_lo {
+                        wl[u] = ld_v4_stream(w_lo.add(kk * 2)).0;
+                    }
+                    if ok_hi {
+                        wh[u] = ld_v4_stream(w_hi.add(kk * 2)).0;
+                    }
+                }
+            }
+        });
+        if !waited {
+            arch::grid_dependency_wait();
+            arch::launch_dependents();
+            waited = true;
+        }
+        unroll8!(SKINNY_UNROLL, |u| {
+            let s = s0 + u * warps;
+            let kk = s * 32 + gm::skinny_k(tq);
+            if s < steps && kk < k {
+                // SAFETY: token rows exist (x_ok), columns as above; x is complete (waited).
                 unsafe {
                     unroll8!(NT, |t| {
                         if x_ok[t] {
                             xv[u][t] = arch::ld_v4(x_rows[t].add(kk * 2), true).0;
                         }
                     });
-                    if normed {
-                        let gv = arch::ld_v4(gamma.add(kk * 2), true).0;
-                        unroll8!(NT, |t| {
-                            xv[u][t] = normalise::<E>(&xv[u][t], &gv, inv[t]);
-                        });
-                    }
                 }
             }
         });
@@ -686,9 +602,10 @@ unsafe fn skinny<E: Epilogue, const GATE_UP: bool, const NT: usize, const WARPS:
             });
         });
         s0 += warps * SKINNY_UNROLL;
-        if s0 < steps {
-            (wl, wh) = skinny_weights(w_lo, w_hi, ok_lo, ok_hi, s0, warps, steps, k, tq);
-        }
+    }
+    if !waited {
+        arch::grid_dependency_wait();
+        arch::launch_dependents();
     }
 
     let red = (&raw mut SKINNY_RED).cast::<f32>();

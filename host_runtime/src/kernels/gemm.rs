@@ -46,29 +46,6 @@ impl<T> Clone for GemmEpilogue<'_, T> {
 }
 impl<T> Copy for GemmEpilogue<'_, T> {}
 
-/// A fused RMSNorm of the rows of `x` before the product (skinny path, `m ≤`
-/// [`SKINNY_MAX_M`]): `x ← round((x · rsqrt(mean(x²) + eps)) · weight)`, as [`super::rms_norm`]
-/// computes it, without its launch or its output buffer. `weight` holds `k` elements.
-pub struct RowNorm<'a, T> {
-    pub weight: &'a DeviceBuffer<T>,
-    pub eps: f32,
-}
-
-impl<T: DType> RowNorm<'_, T> {
-    /// The kernel operands `(norm, eps)` after checking the call can fuse this norm.
-    fn operands(&self, gpu: &Gpu, op: GemmOp, m: usize, k: usize) -> Result<(kernel_abi::DevPtr, f32), DeviceError> {
-        let kn = kernel(op);
-        if m > SKINNY_MAX_M {
-            return Err(DeviceError::invalid(kn, format!("a fused RMSNorm takes m ≤ {SKINNY_MAX_M} (the skinny path), got m = {m}")));
-        }
-        if !(self.eps.is_finite() && self.eps >= 0.0) {
-            return Err(DeviceError::invalid(kn, format!("norm eps = {} must be finite and ≥ 0", self.eps)));
-        }
-        check_len(kn, "norm weight", self.weight.len(), k)?;
-        Ok((self.weight.dev_ptr(gpu), self.eps))
-    }
-}
-
 /// Buffer lengths (in elements) of one call, for [`check_gemm`]; `None` = operand absent.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GemmLens {
@@ -131,34 +108,9 @@ pub fn gemm<T: DType>(gpu: &Gpu, x: &DeviceBuffer<T>, w: &DeviceBuffer<T>, out: 
 pub fn gemm_on_path<T: DType>(gpu: &Gpu, path: GemmPath, x: &DeviceBuffer<T>, w: &DeviceBuffer<T>, out: &mut DeviceBuffer<T>, m: usize, n: usize, k: usize, epi: GemmEpilogue<'_, T>) -> Result<(), DeviceError> {
     let lens = GemmLens { x: x.len(), w: w.len(), out: out.len(), bias: epi.bias.map(|b| b.len()), residual: epi.residual.map(|r| r.len()) };
     check_gemm(GemmOp::Gemm, T::STORAGE, m, n, k, &lens)?;
-    launch(gpu, GemmOp::Gemm, path, T::STORAGE, gemm_params(gpu, x, w, out, m, n, k, epi))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_params<T: DType>(gpu: &Gpu, x: &DeviceBuffer<T>, w: &DeviceBuffer<T>, out: &mut DeviceBuffer<T>, m: usize, n: usize, k: usize, epi: GemmEpilogue<'_, T>) -> GemmParams {
     let ptr = |b: Option<&DeviceBuffer<T>>| b.map_or(kernel_abi::DevPtr::NULL, |b| b.dev_ptr(gpu));
-    GemmParams { x: x.dev_ptr(gpu), w: w.dev_ptr(gpu), bias: ptr(epi.bias), residual: ptr(epi.residual), out: out.dev_ptr(gpu), m: m as u32, n: n as u32, k: k as u32, ..GemmParams::default() }
-}
-
-/// [`gemm`] of `norm(x)` with the RMSNorm fused into the skinny path (`m ≤`
-/// [`SKINNY_MAX_M`]; decode steps): one launch instead of two, and no normed copy of `x`.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_normed<T: DType>(gpu: &Gpu, x: &DeviceBuffer<T>, norm: RowNorm<'_, T>, w: &DeviceBuffer<T>, out: &mut DeviceBuffer<T>, m: usize, n: usize, k: usize, epi: GemmEpilogue<'_, T>) -> Result<(), DeviceError> {
-    let lens = GemmLens { x: x.len(), w: w.len(), out: out.len(), bias: epi.bias.map(|b| b.len()), residual: epi.residual.map(|r| r.len()) };
-    check_gemm(GemmOp::Gemm, T::STORAGE, m, n, k, &lens)?;
-    let (norm, eps) = norm.operands(gpu, GemmOp::Gemm, m, k)?;
-    let p = GemmParams { norm, eps, ..gemm_params(gpu, x, w, out, m, n, k, epi) };
-    launch(gpu, GemmOp::Gemm, GemmPath::Skinny, T::STORAGE, p)
-}
-
-/// [`gate_up_silu`] of `norm(x)` with the RMSNorm fused (skinny path, `m ≤` [`SKINNY_MAX_M`]).
-#[allow(clippy::too_many_arguments)]
-pub fn gate_up_silu_normed<T: DType>(gpu: &Gpu, x: &DeviceBuffer<T>, norm: RowNorm<'_, T>, w_gate_up: &DeviceBuffer<T>, out: &mut DeviceBuffer<T>, m: usize, inter: usize, k: usize) -> Result<(), DeviceError> {
-    let lens = GemmLens { x: x.len(), w: w_gate_up.len(), out: out.len(), bias: None, residual: None };
-    check_gemm(GemmOp::GateUpSilu, T::STORAGE, m, inter, k, &lens)?;
-    let (norm, eps) = norm.operands(gpu, GemmOp::GateUpSilu, m, k)?;
-    let p = GemmParams { x: x.dev_ptr(gpu), w: w_gate_up.dev_ptr(gpu), out: out.dev_ptr(gpu), norm, eps, m: m as u32, n: inter as u32, k: k as u32, ..GemmParams::default() };
-    launch(gpu, GemmOp::GateUpSilu, GemmPath::Skinny, T::STORAGE, p)
+    let p = GemmParams { x: x.dev_ptr(gpu), w: w.dev_ptr(gpu), bias: ptr(epi.bias), residual: ptr(epi.residual), out: out.dev_ptr(gpu), m: m as u32, n: n as u32, k: k as u32, _pad: 0 };
+    launch(gpu, GemmOp::Gemm, path, T::STORAGE, p)
 }
 
 /// `out[m, inter] = silu(x · w_gᵀ) * (x · w_uᵀ)` where `w_gate_up` is `[2 inter, k]` (rows

@@ -20,7 +20,7 @@ pub use context_attention::{context_attention, ContextSeqs};
 pub use elementwise::{cast, copy_bytes, gelu, gelu_in_place, silu_mul, Gelu, Rows};
 pub use embedding::embedding;
 pub use kernel_abi::gemm::SKINNY_MAX_M;
-pub use gemm::{check_gemm, choose_path, gate_up_silu, gate_up_silu_normed, gate_up_silu_on_path, gemm, gemm_normed, gemm_on_path, GemmEpilogue, GemmLens, GemmOp, GemmPath, RowNorm};
+pub use gemm::{check_gemm, choose_path, gate_up_silu, gate_up_silu_on_path, gemm, gemm_on_path, GemmEpilogue, GemmLens, GemmOp, GemmPath};
 pub use norm::{layer_norm, rms_norm, rms_norm_rows, Residual};
 pub use random::fill_uniform;
 pub use rope::{rope, RopeShape, RopeStyle};

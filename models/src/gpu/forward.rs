@@ -18,7 +18,7 @@ use super::GpuError;
 use crate::config::RopeLayout;
 use half::bf16;
 use host_runtime::kernels::{
-    self, context_attention, decode_attention, gate_up_silu, gate_up_silu_normed, gemm, gemm_normed, kv_append, AppendSlots, BlockTables, ContextSeqs, DecodeShape, GemmEpilogue, MultiBlock, PagedKvShape, Residual, RopeShape, RopeStyle, RowNorm, Rows, SKINNY_MAX_M,
+    self, context_attention, decode_attention, gate_up_silu, gemm, kv_append, AppendSlots, BlockTables, ContextSeqs, DecodeShape, GemmEpilogue, MultiBlock, PagedKvShape, Residual, RopeShape, RopeStyle, Rows, SKINNY_MAX_M,
 };
 use host_runtime::executor::LogitsRow;
 use host_runtime::sampling::LogitsWant;
@@ -86,20 +86,14 @@ pub fn forward(gpu: &Gpu, w: &GpuWeights, kv: &mut GpuKv, act: &mut Activations,
     }
 }
 
-/// `x[1] = x[0] + o(attention(rope(q), rope(k), v))` of `attn_norm(x[0])` for layer `l`
-/// (the norm fused into the QKV product in steps of at most [`SKINNY_MAX_M`] tokens).
+/// `x[1] = x[0] + o(attention(rope(q), rope(k), v))` of `attn_norm(x[0])` for layer `l`.
 #[allow(clippy::too_many_arguments)]
 fn attention_half(gpu: &Gpu, w: &GpuWeights, l: usize, layer: &GpuLayer, kv: &mut GpuKv, act: &mut Activations, inp: &StepInputs, n: usize) -> Result<(), GpuError> {
     let c = &w.config;
     let wd = Widths::of(c);
     let [x0, x1] = &mut act.x;
-    let epi = GemmEpilogue { bias: layer.qkv_bias.as_ref(), residual: None };
-    if n <= SKINNY_MAX_M {
-        gemm_normed(gpu, x0, RowNorm { weight: &layer.attn_norm, eps: c.norm_eps }, &layer.qkv, &mut act.qkv, n, wd.qkv, c.hidden, epi)?;
-    } else {
-        kernels::rms_norm_rows(gpu, x0, Residual::None, &layer.attn_norm, &mut act.h, n, c.hidden, c.norm_eps)?;
-        gemm(gpu, &act.h, &layer.qkv, &mut act.qkv, n, wd.qkv, c.hidden, epi)?;
-    }
+    kernels::rms_norm_rows(gpu, x0, Residual::None, &layer.attn_norm, &mut act.h, n, c.hidden, c.norm_eps)?;
+    gemm(gpu, &act.h, &layer.qkv, &mut act.qkv, n, wd.qkv, c.hidden, GemmEpilogue { bias: layer.qkv_bias.as_ref(), residual: None })?;
     // K heads follow the Q heads in each fused row: one launch rotates both.
     let style = if c.rope_layout == RopeLayout::Neox { RopeStyle::Neox } else { RopeStyle::Gptj };
     let rope = RopeShape { num_tokens: n, num_q_heads: c.heads + c.kv_heads, num_k_heads: 0, head_dim: c.head_dim, rot_dim: c.head_dim, q_token_stride: wd.qkv, k_token_stride: wd.qkv, style };
@@ -123,17 +117,12 @@ fn attention_half(gpu: &Gpu, w: &GpuWeights, l: usize, layer: &GpuLayer, kv: &mu
     Ok(())
 }
 
-/// `x[0] = x[1] + down(silu(gate(h)) * up(h))` with `h = ffn_norm(x[1])` (fused into the
-/// gate/up product in steps of at most [`SKINNY_MAX_M`] tokens).
+/// `x[0] = x[1] + down(silu(gate(h)) * up(h))` with `h = ffn_norm(x[1])`.
 fn mlp_half(gpu: &Gpu, w: &GpuWeights, layer: &GpuLayer, act: &mut Activations, n: usize) -> Result<(), GpuError> {
     let c = &w.config;
     let [x0, x1] = &mut act.x;
-    if n <= SKINNY_MAX_M {
-        gate_up_silu_normed(gpu, x1, RowNorm { weight: &layer.ffn_norm, eps: c.norm_eps }, &layer.gate_up, &mut act.mlp, n, c.intermediate, c.hidden)?;
-    } else {
-        kernels::rms_norm_rows(gpu, x1, Residual::None, &layer.ffn_norm, &mut act.h, n, c.hidden, c.norm_eps)?;
-        gate_up_silu(gpu, &act.h, &layer.gate_up, &mut act.mlp, n, c.intermediate, c.hidden)?;
-    }
+    kernels::rms_norm_rows(gpu, x1, Residual::None, &layer.ffn_norm, &mut act.h, n, c.hidden, c.norm_eps)?;
+    gate_up_silu(gpu, &act.h, &layer.gate_up, &mut act.mlp, n, c.intermediate, c.hidden)?;
     gemm(gpu, &act.mlp, &layer.down, x0, n, c.hidden, c.intermediate, GemmEpilogue { bias: layer.down_bias.as_ref(), residual: Some(x1) })?;
     Ok(())
 }
