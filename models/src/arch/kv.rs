@@ -68,7 +68,9 @@ pub struct PagedKv {
 
 impl PagedKv {
     pub fn new(blocks: usize, tokens_per_block: usize, layers: usize, row: usize) -> Self {
-        PagedKv { tokens_per_block, layers, row, blocks, data: vec![0.0; blocks * layers * 2 * tokens_per_block * row] }
+        let mut data = vec![0.0; blocks * layers * 2 * tokens_per_block * row];
+        host_runtime::cpu::advise_huge_pages(&mut data);
+        PagedKv { tokens_per_block, layers, row, blocks, data }
     }
 
     /// f32 values in one block (all layers, K and V).
