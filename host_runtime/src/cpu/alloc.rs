@@ -22,22 +22,3 @@ pub fn keep_large_allocations_in_heap() {
     }
 }
 
-/// Asks the kernel to back `buf` with transparent huge pages where it can (Linux; a hint,
-/// elsewhere a no-op). A large zeroed buffer such as the KV pool is otherwise faulted in
-/// 4 KiB at a time on first touch, inside the first steps that write it.
-pub fn advise_huge_pages<T>(buf: &mut [T]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = buf.as_mut_ptr() as usize;
-        let end = start + std::mem::size_of_val(buf);
-        let (a, b) = (start.next_multiple_of(HUGE), end & !(HUGE - 1));
-        if b > a {
-            // SAFETY: [a, b) lies inside `buf`, which this call borrows mutably;
-            // MADV_HUGEPAGE changes no contents, only how the pages are backed.
-            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
-}

@@ -15,7 +15,7 @@ mod random;
 #[cfg(target_arch = "x86_64")]
 mod tile512;
 
-pub use alloc::{advise_huge_pages, keep_large_allocations_in_heap};
+pub use alloc::keep_large_allocations_in_heap;
 pub use attention::{attend_row, attend_rows};
 pub use gemm::{gate_up_silu_f64, gemm_f64};
 pub use logits::{max_logit, sum_exp};

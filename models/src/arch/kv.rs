@@ -68,9 +68,7 @@ pub struct PagedKv {
 
 impl PagedKv {
     pub fn new(blocks: usize, tokens_per_block: usize, layers: usize, row: usize) -> Self {
-        let mut data = vec![0.0; blocks * layers * 2 * tokens_per_block * row];
-        host_runtime::cpu::advise_huge_pages(&mut data);
-        PagedKv { tokens_per_block, layers, row, blocks, data }
+        PagedKv { tokens_per_block, layers, row, blocks, data: vec![0.0; blocks * layers * 2 * tokens_per_block * row] }
     }
 
     /// f32 values in one block (all layers, K and V).
