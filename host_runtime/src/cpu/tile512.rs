@@ -59,7 +59,7 @@ pub(super) fn pack_pairs(x: &[f32], m: usize, k: usize) -> Vec<f32> {
     out
 }
 
-/// Where one tile's outputs go and how the pass accumulators are laid out.
+/// Where the outputs go: `y + i·ldy + j`, plus `bias[j]`.
 struct Out<'a> {
     bias: Option<&'a [f32]>,
     y: *mut f32,
@@ -218,6 +218,7 @@ unsafe fn tile<const P: usize, const N: usize>(x: &[f32], xp: &[f32], k: usize, 
 /// AVX2 and FMA available; row `i` of `x` and row `j` of `w` exist; the output is writable.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
+#[allow(clippy::too_many_arguments)]
 unsafe fn finish(x: &[f32], k: usize, k8: usize, w: &[f32], i: usize, j: usize, acc: __m256, out: &Out) {
     let mut s = super::matmul::hsum_canonical(acc);
     for t in k8..k {
