@@ -21,4 +21,3 @@ pub fn keep_large_allocations_in_heap() {
         });
     }
 }
-
