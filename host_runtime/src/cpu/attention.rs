@@ -77,14 +77,14 @@ fn portable(q: &[f32], keys: &[&[f32]], values: &[&[f32]], off: usize, scale: f3
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     /// `e^x` of eight f32 (Cephes `expf`): `x = n·ln2 + r` (two-part ln2), a degree-6
     /// polynomial of `r`, times `2^n` built in the exponent. Inputs are clamped to
     /// `[-87.3, 88.7]` (below, the result is about 1e-38 instead of a subnormal or 0).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn exp_ps(x: __m256) -> __m256 {
+    pub(crate) fn exp_ps(x: __m256) -> __m256 {
         let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.336_55)), _mm256_set1_ps(88.722_84));
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)));
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
@@ -96,6 +96,16 @@ mod avx2 {
         let y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0));
         let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
         _mm256_mul_ps(y, _mm256_castsi256_ps(e))
+    }
+
+    /// Prefetches `row[off..off + d]` into the caches (every 64-byte line of it).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn prefetch_row(row: &[f32], off: usize, d: usize) {
+        let lines = row[off..off + d].iter().step_by(16).chain(row[off + d - 1..off + d].iter());
+        for v in lines {
+            _mm_prefetch::<_MM_HINT_T0>(v as *const f32 as *const i8);
+        }
     }
 
     /// The eight sums of `a[0..8]`'s lanes, in one vector (lane `r` = Σ lanes of `a[r]`).
@@ -125,8 +135,22 @@ mod avx2 {
         let vscale = _mm256_set1_ps(scale);
         // Scores, eight keys at a time (eight independent accumulators), for each query
         // while the eight key rows are in L1.
+        // The rows come from DRAM (the KV cache is far larger than the caches): keys are
+        // asked for `KEYS_AHEAD` ahead of their scores (one block of eight keys is a few
+        // tens of nanoseconds of work, a DRAM miss over a hundred), values a block at a
+        // time during the scores (they are read right after).
+        const KEYS_AHEAD: usize = 16;
+        for key in &keys[..n.min(KEYS_AHEAD)] {
+            prefetch_row(key, off, d);
+        }
         let mut j = 0;
         while j + 8 <= n {
+            for r in 0..8 {
+                if j + KEYS_AHEAD + r < n {
+                    prefetch_row(keys[j + KEYS_AHEAD + r], off, d);
+                }
+                prefetch_row(values[j + r], off, d);
+            }
             for g in 0..G {
                 let qg = q[g * d..].as_ptr();
                 let mut acc = [_mm256_setzero_ps(); 8];

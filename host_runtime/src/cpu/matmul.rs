@@ -21,7 +21,9 @@
 //! same sequence per output. For several rows of `x` the tiles go through blocks of 8 rows
 //! and, for long rows (`k` > 576), passes over equal slices of `k` that keep the block and
 //! one weight tile in L1; between passes each output's 8-lane accumulator is stored and
-//! reloaded whole, which leaves step 1's order (and every bit) unchanged. Without AVX2+FMA every output is one portable 8-lane dot
+//! reloaded whole, which leaves step 1's order (and every bit) unchanged. With AVX-512F,
+//! several rows of `x` use the tiles of `super::tile512` instead (two rows in the halves of
+//! one 512-bit accumulator: per output the same operations, so the same bits). Without AVX2+FMA every output is one portable 8-lane dot
 //! (products and sums unfused): different bits from the AVX2 path, but the same for every
 //! `m` on that machine.
 //!
@@ -68,6 +70,10 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     dot_portable(a, b)
 }
+
+/// The canonical horizontal sum of an 8-lane accumulator (step 2 of the module's order).
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx2::hsum as hsum_canonical;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2_fma() -> bool {
@@ -257,6 +263,7 @@ fn matmul(x: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize, rows: &
         return y;
     }
     let cols = cols_per_task(k, n, m == 1 && borrowed);
+    let packed = pack_for_tiles(x, m, k);
     for_tasks(n.div_ceil(cols), (m + 4) * n * k < 4 * INLINE_WORK, |task| {
         let out = &out;
         let (j0, j1) = (task * cols, ((task + 1) * cols).min(n));
@@ -264,11 +271,22 @@ fn matmul(x: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize, rows: &
         let panel = rows.panel(j0, j1, k, &mut scratch);
         assert_eq!(panel.len(), (j1 - j0) * k, "WeightRows::panel: wrong size");
         // SAFETY: `y` is `[m, n]` and outlives the tasks; this task writes only its columns
-        // j0..j1.
-        unsafe { block(x, m, k, panel, bias.map(|b| &b[j0..j1]), out.0.add(j0), n) };
+        // j0..j1; `packed` was packed from `x`.
+        unsafe { block(x, packed.as_deref(), m, k, panel, bias.map(|b| &b[j0..j1]), out.0.add(j0), n) };
         PANEL.set(scratch);
     });
     y
+}
+
+/// `x` packed in row pairs for the AVX-512 tiles when the CPU has them and there are
+/// several rows (one row keeps the AVX2 `1 × NR1` tiles); else `None`.
+fn pack_for_tiles(x: &[f32], m: usize, k: usize) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if m >= 2 && super::tile512::available() {
+        return Some(super::tile512::pack_pairs(x, m, k));
+    }
+    let _ = (x, m, k);
+    None
 }
 
 /// Below about this much work, a matmul runs on the calling thread: a rayon call from
@@ -307,10 +325,22 @@ fn cols_per_task(k: usize, n: usize, streamed: bool) -> usize {
 /// `y[i, j] = x[i] · w[j] + bias[j]` for all `m` rows of `x` and the `nb` rows of the panel
 /// `w` (`[nb, k]`), written at `y + i·ldy + j`.
 ///
+/// `packed`: `x` packed by [`pack_for_tiles`] (the AVX-512 tiles), or `None`.
+///
 /// # Safety
-/// `y + i·ldy + j` is writable for `i < m`, `j < nb`, and no other thread accesses those.
-unsafe fn block(x: &[f32], m: usize, k: usize, w: &[f32], bias: Option<&[f32]>, y: *mut f32, ldy: usize) {
+/// `y + i·ldy + j` is writable for `i < m`, `j < nb`, and no other thread accesses those;
+/// `packed`, if any, was packed from `x` by [`pack_for_tiles`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(x: &[f32], packed: Option<&[f32]>, m: usize, k: usize, w: &[f32], bias: Option<&[f32]>, y: *mut f32, ldy: usize) {
     let nb = w.len() / k;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(xp) = packed {
+        // SAFETY: packed only when AVX-512 is available (`pack_for_tiles`); the caller's
+        // contract covers `y`.
+        unsafe { super::tile512::block(x, xp, m, k, w, nb, bias, y, ldy) };
+        return;
+    }
+    let _ = packed;
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: AVX2+FMA checked; the caller's contract covers `y`.
@@ -335,7 +365,7 @@ mod avx2 {
     /// The canonical horizontal sum: `((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7))`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    pub(super) fn hsum(v: __m256) -> f32 {
+    pub(crate) fn hsum(v: __m256) -> f32 {
         let q = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
         let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
         let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));

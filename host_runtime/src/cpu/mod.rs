@@ -6,15 +6,19 @@
 mod alloc;
 mod attention;
 mod gemm;
+mod logits;
 mod matmul;
 mod ops;
 mod paged;
 pub mod qdot;
 mod random;
+#[cfg(target_arch = "x86_64")]
+mod tile512;
 
 pub use alloc::keep_large_allocations_in_heap;
 pub use attention::{attend_row, attend_rows};
 pub use gemm::{gate_up_silu_f64, gemm_f64};
+pub use logits::{max_logit, sum_exp};
 pub use matmul::{dot, matmul_dot, matmul_nt, matmul_nt_rows, WeightRows};
 pub use ops::*;
 pub use paged::{ContextSeq, PagedBatch, PagedKvStore};

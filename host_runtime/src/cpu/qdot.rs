@@ -125,6 +125,11 @@ fn q4_1_rows_portable(x: &[f32], k: usize, block_sums: &[f32], row: &[u8], out: 
 /// decoded row serves many activation rows). Same values as `quant::dequantize`.
 pub fn decode_row(q4_1: bool, row: &[u8], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if super::tile512::available() {
+        // SAFETY: the CPU supports AVX-512F, AVX2, FMA and F16C (checked at run time).
+        return unsafe { avx512::decode_row(q4_1, row, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::matmul::has_avx2_fma() {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
         return unsafe { avx2::decode_row(q4_1, row, out) };
@@ -332,6 +337,51 @@ mod avx2 {
     }
 }
 
+/// The block decode sixteen lanes at a time (the batched matmuls decode every weight row
+/// of a step once: about a tenth of a batch-64 decode step with AVX2 alone).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Q4_1_BYTES, Q8_0_BYTES, QK};
+    use std::arch::x86_64::*;
+
+    /// As `avx2::decode_row`, same operations per value (a product, then a sum).
+    ///
+    /// # Safety
+    /// AVX-512F, AVX2, FMA and F16C available.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn decode_row(q4_1: bool, row: &[u8], out: &mut [f32]) {
+        let scale = |b: &[u8], at: usize| _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([b[at], b[at + 1]]) as i32))));
+        if q4_1 {
+            let mask = _mm_set1_epi8(0x0f);
+            for (b, o) in row.chunks_exact(Q4_1_BYTES).zip(out.chunks_exact_mut(QK)) {
+                let (d, m) = (scale(b, 0), scale(b, 2));
+                // SAFETY: 16 bytes at 4 lie inside the block; 32 floats inside `o`.
+                unsafe {
+                    let bytes = _mm_loadu_si128(b.as_ptr().add(4) as *const __m128i);
+                    let lo = _mm_and_si128(bytes, mask);
+                    let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+                    for (k, p) in [lo, hi].iter().enumerate() {
+                        let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(*p));
+                        _mm512_storeu_ps(o.as_mut_ptr().add(16 * k), _mm512_add_ps(_mm512_mul_ps(q, d), m));
+                    }
+                }
+            }
+        } else {
+            for (b, o) in row.chunks_exact(Q8_0_BYTES).zip(out.chunks_exact_mut(QK)) {
+                let d = scale(b, 0);
+                for k in 0..2 {
+                    // SAFETY: 16 bytes at 2 + 16k lie inside the block; 16 floats at 16k
+                    // inside `o`.
+                    unsafe {
+                        let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.as_ptr().add(2 + 16 * k) as *const __m128i)));
+                        _mm512_storeu_ps(o.as_mut_ptr().add(16 * k), _mm512_mul_ps(q, d));
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +436,14 @@ mod tests {
                 let mut decoded = vec![0f32; nb * QK];
                 decode_row(ty == quant::GgmlType::Q4_1, &row, &mut decoded);
                 prop_assert_eq!(&decoded, &w);
+                #[cfg(target_arch = "x86_64")]
+                if super::super::matmul::has_avx2_fma() {
+                    // The AVX2 decode too, when the dispatch above took the AVX-512 one.
+                    let mut avx2 = vec![0f32; nb * QK];
+                    // SAFETY: AVX2, FMA and F16C checked.
+                    unsafe { avx2::decode_row(ty == quant::GgmlType::Q4_1, &row, &mut avx2) };
+                    prop_assert_eq!(&avx2, &w);
+                }
             }
         }
     }

@@ -95,9 +95,22 @@ pub enum LogitsWant {
     Top { inv_temperature: f32 },
 }
 
-/// One pass over `logits`: the argmax (ties → lowest index, NaN skipped), the max, and
-/// `ln Σ exp(x - max)` (f64 accumulation). All `-inf`/NaN: `(0, -inf, -inf)`.
+/// The argmax of `logits` (ties → lowest index, NaN skipped), the max, and
+/// `ln Σ exp(x - max)` (f64 accumulation of f32 exponentials; vectorised passes). All `-inf`/NaN: `(0, -inf, -inf)`.
 pub fn argmax_logsumexp(logits: &[f32]) -> (u32, f32, f64) {
+    let m = crate::cpu::max_logit(logits);
+    if !m.is_finite() {
+        // Every logit masked, or a +inf one: the online pass's conventions.
+        return argmax_logsumexp_online(logits);
+    }
+    // The first index holding the max (as the online pass keeps it), then one vectorised
+    // pass for the sum.
+    let best = logits.iter().position(|&x| x == m).expect("the max is one of the logits");
+    (best as u32, m, crate::cpu::sum_exp(logits, m).ln())
+}
+
+/// [`argmax_logsumexp`] in one scalar pass (online rescaling of the sum).
+fn argmax_logsumexp_online(logits: &[f32]) -> (u32, f32, f64) {
     let mut best = 0u32;
     let mut m = f32::NEG_INFINITY;
     let mut s = 0f64;
