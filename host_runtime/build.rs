@@ -16,24 +16,27 @@ fn main() {
     let _ = std::fs::create_dir_all(&dir);
     println!("cargo:rerun-if-changed={}", dir.display());
 
-    let mut found: Vec<(u32, PathBuf)> = Vec::new();
+    // (compute capability × 10, architecture-specific `a` target, PTX file)
+    let mut found: Vec<(u32, bool, PathBuf)> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(num) = name.strip_prefix("sm_") else { continue };
-            // Plain `sm_XY` only: `sm_90a` PTX runs on sm_90 alone and is loaded explicitly.
+            // `sm_XY` and `sm_XYa` (the latter loads on capability XY alone: the host's
+            // selection knows, see `host_runtime::device::module`).
+            let (num, specific) = num.strip_suffix('a').map_or((num, false), |n| (n, true));
             let Ok(cc) = num.parse::<u32>() else { continue };
             let ptx = e.path().join("inflight_kernels.ptx");
             if ptx.exists() {
                 println!("cargo:rerun-if-changed={}", ptx.display());
-                found.push((cc, ptx));
+                found.push((cc, specific, ptx));
             }
         }
     }
     found.sort();
-    let mut src = String::from("/// PTX per architecture (compute capability × 10), lowest first.\npub static EMBEDDED_PTX: &[(u32, &str)] = &[\n");
-    for (cc, path) in &found {
-        writeln!(src, "    ({cc}, include_str!({:?})),", path.canonicalize().unwrap()).unwrap();
+    let mut src = String::from("/// PTX per target, lowest first.\npub static EMBEDDED_PTX: &[(kernel_abi::manifest::PtxArch, &str)] = &[\n");
+    for (cc, specific, path) in &found {
+        writeln!(src, "    (kernel_abi::manifest::PtxArch {{ cc: {cc}, specific: {specific} }}, include_str!({:?})),", path.canonicalize().unwrap()).unwrap();
     }
     src.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("embedded_ptx.rs");

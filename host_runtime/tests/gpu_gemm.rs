@@ -2,7 +2,8 @@
 //! the f64 CPU reference (`cpu::gemm_f64`, `cpu::gate_up_silu_f64`): random shapes (`m`
 //! including 1, 3, 16, 17, 100, 256; `n`, `k` multiples of 8 that leave partial tiles),
 //! bias/residual on and off, bf16 and f16, every kernel path that takes the shape plus the
-//! one the wrapper picks, NaN-poisoned outputs with a poisoned tail that must stay untouched.
+//! one the wrapper picks (the wgmma path where the sm_90a PTX is loaded), NaN-poisoned
+//! outputs with a poisoned tail that must stay untouched.
 //!
 //! A plain binary (`harness = false`), like `gpu_kernels`: the host-side shape checks run
 //! everywhere; without a GPU the GPU tests print "skipped: no CUDA device" and count nothing
@@ -35,11 +36,15 @@ fn mult8(max: usize) -> impl Strategy<Value = usize> {
     prop_oneof![(1..=max).prop_map(|c| 8 * c), Just(8usize), Just(120), Just(136), Just(264)]
 }
 
-/// The paths that take `m` (the skinny one only up to 16) and the wrapper's choice.
-fn paths(m: usize) -> Vec<Option<GemmPath>> {
+/// The paths that take `m` (the skinny one only up to 16; wgmma where the loaded PTX has
+/// it, at any `m`) and the wrapper's choice.
+fn paths(gpu: &Gpu, m: usize) -> Vec<Option<GemmPath>> {
     let mut v = vec![None, Some(GemmPath::Tile64), Some(GemmPath::Tile128)];
     if m <= kernel_abi::gemm::SKINNY_MAX_M {
         v.push(Some(GemmPath::Skinny));
+    }
+    if GemmPath::Wgmma.available(gpu.info().ptx_arch) {
+        v.push(Some(GemmPath::Wgmma));
     }
     v
 }
@@ -79,7 +84,7 @@ fn run_gemm_case<T: DType>(gpu: &Gpu, m: usize, n: usize, k: usize, with_bias: b
     let up = |h: &[T]| gpu.upload(h).map_err(fail);
     let (x, w, b, r) = (up(&x_h)?, up(&w_h)?, up(&b_h)?, up(&r_h)?);
     let epi = GemmEpilogue { bias: with_bias.then_some(&b), residual: with_res.then_some(&r) };
-    for path in paths(m) {
+    for path in paths(gpu, m) {
         let mut out: DeviceBuffer<T> = up(&poison::<T>(m * n + TAIL))?;
         match path {
             None => kernels::gemm(gpu, &x, &w, &mut out, m, n, k, epi),
@@ -98,7 +103,7 @@ fn run_gate_up_case<T: DType>(gpu: &Gpu, m: usize, inter: usize, k: usize, seed:
     let w_h: Vec<T> = rng.vec(2 * inter * k, -1.0, 1.0);
     let want = cpu::gate_up_silu_f64(&to_f32_vec(&x_h), &to_f32_vec(&w_h), m, inter, k);
     let (x, w) = (gpu.upload(&x_h).map_err(fail)?, gpu.upload(&w_h).map_err(fail)?);
-    for path in paths(m) {
+    for path in paths(gpu, m) {
         let mut out: DeviceBuffer<T> = gpu.upload(&poison::<T>(m * inter + TAIL)).map_err(fail)?;
         match path {
             None => kernels::gate_up_silu(gpu, &x, &w, &mut out, m, inter, k),
@@ -125,7 +130,7 @@ fn test_gate_up<T: DType>(gpu: &Gpu, r: &mut TestRunner) -> Result<(), String> {
 /// multi-round loop), and the decode sizes.
 fn test_large<T: DType>(gpu: &Gpu, _r: &mut TestRunner) -> Result<(), String> {
     let e = |e: TestCaseError| e.to_string();
-    for (m, n, k) in [(1usize, 1024usize, 4096usize), (16, 512, 14336), (300, 384, 2048), (129, 1032, 1000)] {
+    for (m, n, k) in [(1usize, 1024usize, 4096usize), (16, 512, 14336), (300, 384, 2048), (129, 1032, 1000), (257, 1160, 4104)] {
         run_gemm_case::<T>(gpu, m, n, k, true, true, (m * n + k) as u64).map_err(e)?;
     }
     for (m, inter, k) in [(1usize, 1024usize, 4096usize), (16, 264, 4096), (200, 520, 1024)] {
@@ -152,6 +157,9 @@ fn test_rejects(gpu: &Gpu, _r: &mut TestRunner) -> Result<(), String> {
     let xs = buf(32 * 8)?;
     let mut os = buf(32 * 8)?;
     expect(msg(kernels::gemm_on_path(gpu, GemmPath::Skinny, &xs, &w, &mut os, 32, 8, 8, GemmEpilogue::none())), "skinny path takes m")?;
+    if !GemmPath::Wgmma.available(gpu.info().ptx_arch) {
+        expect(msg(kernels::gemm_on_path(gpu, GemmPath::Wgmma, &x, &w, &mut out, 16, 64, 64, GemmEpilogue::none())), "needs the sm_90a PTX")?;
+    }
     let xf = gpu.upload(&[0f32; 64]).map_err(|e| e.to_string())?;
     let mut of = gpu.upload(&[0f32; 64]).map_err(|e| e.to_string())?;
     expect(msg(kernels::gemm(gpu, &xf, &xf, &mut of, 8, 8, 8, GemmEpilogue::none())), "bf16 and f16 only")

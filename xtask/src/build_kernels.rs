@@ -144,16 +144,18 @@ pub fn entry_points(ptx: &str) -> Vec<String> {
         .collect()
 }
 
-/// Checks the PTX exports exactly the manifest's entry points.
+/// Checks the PTX exports exactly the manifest's entry points of its target
+/// ([`kernel_abi::manifest::PtxArch::entry_points`]: sm_90a adds the `wgmma` kernels).
 pub fn check_entry_points(ptx: &str, arch: &str) -> Result<Vec<String>> {
+    let Some(target) = kernel_abi::manifest::PtxArch::parse(arch) else { bail!("{arch} is not a PTX target name") };
     let found = entry_points(ptx);
-    let missing: Vec<&str> = kernel_abi::manifest::ENTRY_POINTS.iter().copied().filter(|e| !found.iter().any(|f| f == e)).collect();
-    let extra: Vec<&str> = found.iter().map(String::as_str).filter(|f| !kernel_abi::manifest::contains(f)).collect();
+    let missing: Vec<&str> = target.entry_points().filter(|e| !found.iter().any(|f| f == e)).collect();
+    let extra: Vec<&str> = found.iter().map(String::as_str).filter(|f| !target.exports(f)).collect();
     if !missing.is_empty() {
-        bail!("PTX for {arch} lacks kernels listed in kernel_abi::manifest::ENTRY_POINTS: {}", missing.join(", "));
+        bail!("PTX for {arch} lacks kernels kernel_abi::manifest lists for {arch}: {}", missing.join(", "));
     }
     if !extra.is_empty() {
-        bail!("PTX for {arch} exports kernels not listed in kernel_abi::manifest::ENTRY_POINTS: {} (add them to the manifest)", extra.join(", "));
+        bail!("PTX for {arch} exports kernels kernel_abi::manifest does not list for {arch}: {} (add them to the manifest)", extra.join(", "));
     }
     Ok(found)
 }
@@ -246,5 +248,16 @@ ptxas info    : Used 12 registers, used 0 barriers, 376 bytes cmem[0]\n";
     fn missing_manifest_entries_are_named() {
         let err = check_entry_points(".visible .entry copy_bytes(\n", "sm_90").unwrap_err().to_string();
         assert!(err.contains("rms_norm_bf16"), "{err}");
+    }
+
+    #[test]
+    fn the_wgmma_kernels_belong_to_sm90a_alone() {
+        let all: String = kernel_abi::manifest::PtxArch::SM90A.entry_points().map(|e| format!(".visible .entry {e}(\n")).collect();
+        assert!(check_entry_points(&all, "sm_90a").is_ok());
+        let err = check_entry_points(&all, "sm_90").unwrap_err().to_string();
+        assert!(err.contains("gemm_wgmma_bf16") && err.contains("does not list"), "{err}");
+        let plain: String = kernel_abi::manifest::ENTRY_POINTS.iter().map(|e| format!(".visible .entry {e}(\n")).collect();
+        let err = check_entry_points(&plain, "sm_90a").unwrap_err().to_string();
+        assert!(err.contains("lacks") && err.contains("gate_up_silu_wgmma_f16"), "{err}");
     }
 }

@@ -30,12 +30,18 @@ exec > >(tee "$out/gpu-bundle.log") 2>&1
 rc=0
 echo "== inflight GPU bundle: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv || true
+cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')"
 for t in "$here"/bin/test-*; do
   echo "== $(basename "$t")"
   INFLIGHT_REQUIRE_GPU=1 "$t" || rc=1
   # The oldest embedded PTX too, JIT-compiled for this GPU.
   echo "== $(basename "$t") with INFLIGHT_PTX_ARCH=80"
   INFLIGHT_REQUIRE_GPU=1 INFLIGHT_PTX_ARCH=80 "$t" || rc=1
+  # On Hopper the default is the sm_90a PTX (wgmma GEMM): the plain sm_90 GEMM paths too.
+  if [ -d "$here/ptx/sm_90a" ] && [ "$(basename "$t")" = test-gpu_gemm ] && [ "$cc" = 9.0 ]; then
+    echo "== $(basename "$t") with INFLIGHT_PTX_ARCH=90"
+    INFLIGHT_REQUIRE_GPU=1 INFLIGHT_PTX_ARCH=90 "$t" || rc=1
+  fi
 done
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== inflight-kernel-bench"

@@ -34,8 +34,9 @@ enum Cmd {
     },
     /// Build the GPU test and benchmark bundle into gpu-bundle/ (kernels, tests, bench, run.sh).
     GpuBundle {
-        /// Architectures whose PTX goes into the binaries.
-        #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90")]
+        /// Architectures whose PTX goes into the binaries (sm_90a: the Hopper-only wgmma
+        /// kernels, loaded on compute capability 9.0; sm_90 stays for newer GPUs).
+        #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90,sm_90a")]
         arch: Vec<String>,
         /// Output folder at the workspace root: gpu-bundle or gpu-bundle-<name>.
         #[arg(long, default_value = "gpu-bundle")]

@@ -24,7 +24,15 @@
 //! | skinny  | `gemm_skinny_<t>`, `gate_up_silu_skinny_<t>`   | `m ≤` [`SKINNY_MAX_M`]    |
 //! | tile64  | `gemm_tile64_<t>`, `gate_up_silu_tile64_<t>`   | `m >` [`SKINNY_MAX_M`], small grids |
 //! | tile128 | `gemm_tile128_<t>`, `gate_up_silu_tile128_<t>` | `m ≥ 128`, grids ≥ [`TILE128_MIN_CTAS_PER_SM`] × SMs ([`choose_path`]) |
+//! | wgmma   | `gemm_wgmma_<t>`, `gate_up_silu_wgmma_<t>`     | sm_90a PTX only: `m ≥` [`WGMMA_MIN_M`] |
 //!
+//! - **wgmma** (Hopper, sm_90a PTX only: [`crate::manifest::SM90A_ENTRY_POINTS`]): a CTA of
+//!   [`WGMMA_THREADS`] threads (2 warpgroups) computes a `128 × 128` output tile (gate/up: 64
+//!   output columns from 64 gate + 64 up weight rows); each warpgroup multiplies its 64 rows
+//!   by the whole 128-row weight tile with `wgmma.mma_async.m64n128k16` (both operands from
+//!   shared memory through matrix descriptors, 128-byte swizzle). `k` advances
+//!   [`WGMMA_BK`] at a time through [`WGMMA_STAGES`] stages filled by `cp.async` in dynamic
+//!   shared memory ([`tile_smem_bytes`]).
 //! - **tile128**: a CTA of [`TILE128_THREADS`] threads (4 warps, 2 × 2, each a 64 × 64 warp
 //!   tile) computes a `128 × 128` output tile (gate/up: 64 output columns = 128 weight rows)
 //!   through a [`TILE128_STAGES`]-stage pipeline in dynamic shared memory
@@ -45,6 +53,7 @@
 //!
 //! The host may run any path at any valid shape (tests do); the choice only affects speed.
 
+use crate::manifest::PtxArch;
 use crate::StorageType;
 
 /// `n` and `k` must be multiples of this (16-byte rows of 16-bit elements).
@@ -69,13 +78,28 @@ pub const TILE128_STAGES: usize = 4;
 /// The wrappers pick tile128 (over tile64) when its grid has at least this many CTAs per SM.
 pub const TILE128_MIN_CTAS_PER_SM: usize = 1;
 
+/// Threads per CTA of the wgmma path (2 warpgroups of 4 warps).
+pub const WGMMA_THREADS: u32 = 256;
+/// `k` per pipeline stage of the wgmma path: one 128-byte swizzle row of 16-bit elements.
+pub const WGMMA_BK: usize = 64;
+/// `cp.async` pipeline stages of the wgmma path (`WGMMA_STAGES - 2` in flight while one is
+/// multiplied and the warpgroups may still read the one before).
+pub const WGMMA_STAGES: usize = 5;
+/// Bytes of one wgmma stage: 128 rows of `x` and 128 rows of `w`, [`WGMMA_BK`] each.
+pub const WGMMA_STAGE_BYTES: usize = (128 + TILE_N) * WGMMA_BK * 2;
+/// The wrappers pick the wgmma path (where the PTX has it) from this `m` up: below it most
+/// of a 128-row tile would be padding.
+pub const WGMMA_MIN_M: usize = 128;
+
 /// Dynamic shared memory (bytes) a launch of `path` needs: tile128 keeps its
 /// [`TILE128_STAGES`] stages of 128 + [`TILE_N`] rows of [`TILE_K`] 16-bit elements there
-/// (64 KiB, above the 48 KiB a launch gets without opting in); tile64 and skinny use
-/// static shared memory only.
+/// (64 KiB, above the 48 KiB a launch gets without opting in); wgmma its [`WGMMA_STAGES`]
+/// stages plus 1 KiB to align them to the 1024-byte period of the 128-byte swizzle;
+/// tile64 and skinny use static shared memory only.
 pub const fn tile_smem_bytes(path: GemmPath) -> u32 {
     match path {
         GemmPath::Tile128 => (TILE128_STAGES * (128 + TILE_N) * TILE_K * 2) as u32,
+        GemmPath::Wgmma => (WGMMA_STAGES * WGMMA_STAGE_BYTES + 1024) as u32,
         GemmPath::Tile64 | GemmPath::Skinny => 0,
     }
 }
@@ -97,17 +121,26 @@ pub enum GemmPath {
     Skinny,
     Tile64,
     Tile128,
+    /// Hopper warpgroup MMA: only in the sm_90a PTX ([`GemmPath::available`]).
+    Wgmma,
 }
 
 impl GemmPath {
-    pub const ALL: [GemmPath; 3] = [GemmPath::Skinny, GemmPath::Tile64, GemmPath::Tile128];
+    pub const ALL: [GemmPath; 4] = [GemmPath::Skinny, GemmPath::Tile64, GemmPath::Tile128, GemmPath::Wgmma];
 
-    fn tag(self) -> &'static str {
+    /// The path's name, as in its entry points (`tile128`, `wgmma`, …).
+    pub const fn tag(self) -> &'static str {
         match self {
             GemmPath::Skinny => "skinny",
             GemmPath::Tile64 => "tile64",
             GemmPath::Tile128 => "tile128",
+            GemmPath::Wgmma => "wgmma",
         }
+    }
+
+    /// Whether PTX built for `arch` has this path's kernels.
+    pub fn available(self, arch: PtxArch) -> bool {
+        self != GemmPath::Wgmma || arch.has_wgmma()
     }
 
     /// Output rows (M) per CTA of a tiled path.
@@ -115,7 +148,7 @@ impl GemmPath {
         match self {
             GemmPath::Skinny => 16,
             GemmPath::Tile64 => 64,
-            GemmPath::Tile128 => 128,
+            GemmPath::Tile128 | GemmPath::Wgmma => 128,
         }
     }
 
@@ -125,6 +158,7 @@ impl GemmPath {
             GemmPath::Skinny => SKINNY_THREADS,
             GemmPath::Tile64 => TILE_THREADS,
             GemmPath::Tile128 => TILE128_THREADS,
+            GemmPath::Wgmma => WGMMA_THREADS,
         }
     }
 }
@@ -153,12 +187,18 @@ impl GemmOp {
 /// The entry point of `op` on `path` for element type `t` (bf16 or f16), e.g.
 /// `gemm_tile128_bf16`; `None` for types without GEMM kernels.
 pub fn entry_name(op: GemmOp, path: GemmPath, t: StorageType) -> Option<&'static str> {
-    const NAMES: [[[&str; 2]; 3]; 2] = [
-        [["gemm_skinny_bf16", "gemm_skinny_f16"], ["gemm_tile64_bf16", "gemm_tile64_f16"], ["gemm_tile128_bf16", "gemm_tile128_f16"]],
+    const NAMES: [[[&str; 2]; 4]; 2] = [
+        [
+            ["gemm_skinny_bf16", "gemm_skinny_f16"],
+            ["gemm_tile64_bf16", "gemm_tile64_f16"],
+            ["gemm_tile128_bf16", "gemm_tile128_f16"],
+            ["gemm_wgmma_bf16", "gemm_wgmma_f16"],
+        ],
         [
             ["gate_up_silu_skinny_bf16", "gate_up_silu_skinny_f16"],
             ["gate_up_silu_tile64_bf16", "gate_up_silu_tile64_f16"],
             ["gate_up_silu_tile128_bf16", "gate_up_silu_tile128_f16"],
+            ["gate_up_silu_wgmma_bf16", "gate_up_silu_wgmma_f16"],
         ],
     ];
     let ti = match t {
@@ -187,13 +227,42 @@ pub fn grid(op: GemmOp, path: GemmPath, m: usize, n: usize) -> (usize, usize) {
 /// its 128-row tiles (`m ≥ 128`) and its grid has at least [`TILE128_MIN_CTAS_PER_SM`] CTAs
 /// per SM, tile64 otherwise (more, smaller CTAs keep every SM busy). On the H200
 /// (2026-12-03 session 4) this picked the faster of the two at every Llama-8B shape with
-/// `m` in {64, 128, 256, 4096}. `multiprocessors = 0` counts as 132 (H100/H200).
-pub fn choose_path(op: GemmOp, m: usize, n: usize, multiprocessors: usize) -> GemmPath {
+/// `m` in {64, 128, 256, 4096}. `multiprocessors = 0` counts as 132 (H100/H200). Where the loaded PTX has the wgmma
+/// kernels (`arch`: sm_90a on an H100/H200), wgmma for `m ≥` [`WGMMA_MIN_M`].
+pub fn choose_path(op: GemmOp, m: usize, n: usize, multiprocessors: usize, arch: PtxArch) -> GemmPath {
     if m <= SKINNY_MAX_M {
         return GemmPath::Skinny;
     }
+    if m >= WGMMA_MIN_M && GemmPath::Wgmma.available(arch) {
+        return GemmPath::Wgmma;
+    }
     let sms = if multiprocessors == 0 { 132 } else { multiprocessors };
     if m >= 128 && grid(op, GemmPath::Tile128, m, n).0 >= TILE128_MIN_CTAS_PER_SM * sms { GemmPath::Tile128 } else { GemmPath::Tile64 }
+}
+
+/// Most CTAs of a wgmma cluster splitting the `k` of one tile.
+pub const WGMMA_MAX_SPLIT: usize = 4;
+/// Fewest `k` stages ([`WGMMA_BK`] each) per CTA of a split tile.
+pub const WGMMA_MIN_STAGES_PER_SPLIT: usize = 4;
+
+/// CTAs per output tile of a wgmma launch (a cluster of that many CTAs splits `k` and sums
+/// through distributed shared memory; grid = tiles × split): the largest of 4, 2 whose grid
+/// still fits on the `multiprocessors` at once (one CTA per SM) while each CTA keeps at
+/// least [`WGMMA_MIN_STAGES_PER_SPLIT`] stages; else 1. It fills the SMs at the small grids
+/// (e.g. `m = 256`, `n = 4096`: 64 tiles → 128 CTAs on 132 SMs). `multiprocessors = 0`
+/// counts as 132.
+pub fn wgmma_split(op: GemmOp, m: usize, n: usize, k: usize, multiprocessors: usize) -> usize {
+    let sms = if multiprocessors == 0 { 132 } else { multiprocessors };
+    let tiles = grid(op, GemmPath::Wgmma, m, n).0;
+    let stages = k.div_ceil(WGMMA_BK);
+    let mut split = WGMMA_MAX_SPLIT;
+    while split > 1 {
+        if tiles * split <= sms && stages >= split * WGMMA_MIN_STAGES_PER_SPLIT {
+            return split;
+        }
+        split /= 2;
+    }
+    1
 }
 
 /// Threads per skinny CTA: [`SKINNY_MAX_THREADS`] when all `ctas` of the grid fit on the
@@ -209,13 +278,17 @@ mod tests {
     use super::*;
     use crate::manifest::ENTRY_POINTS;
 
+    const SM90: PtxArch = PtxArch::SM90;
+
     #[test]
     fn every_entry_point_is_in_the_manifest() {
         for op in [GemmOp::Gemm, GemmOp::GateUpSilu] {
             for path in GemmPath::ALL {
                 for t in GEMM_TYPES {
                     let name = entry_name(op, path, t).unwrap();
-                    assert!(ENTRY_POINTS.contains(&name), "{name}");
+                    assert_eq!(ENTRY_POINTS.contains(&name), path != GemmPath::Wgmma, "{name}");
+                    assert!(PtxArch::SM90A.exports(name), "{name}");
+                    assert_eq!(SM90.exports(name), path.available(SM90), "{name}");
                     assert!(name.ends_with(t.suffix()));
                 }
                 assert!(entry_name(op, path, StorageType::F32).is_none());
@@ -225,16 +298,35 @@ mod tests {
 
     #[test]
     fn paths_by_shape() {
-        assert_eq!(choose_path(GemmOp::Gemm, 1, 4096, 132), GemmPath::Skinny);
-        assert_eq!(choose_path(GemmOp::Gemm, 16, 4096, 132), GemmPath::Skinny);
-        assert_eq!(choose_path(GemmOp::Gemm, 17, 4096, 132), GemmPath::Tile64);
-        assert_eq!(choose_path(GemmOp::Gemm, 4096, 4096, 132), GemmPath::Tile128);
-        assert_eq!(choose_path(GemmOp::Gemm, 256, 4096, 132), GemmPath::Tile64);
-        assert_eq!(choose_path(GemmOp::GateUpSilu, 256, 14336, 132), GemmPath::Tile128);
-        assert_eq!(choose_path(GemmOp::GateUpSilu, 64, 14336, 132), GemmPath::Tile64);
-        assert_eq!(choose_path(GemmOp::Gemm, 128, 28672, 132), GemmPath::Tile128);
-        assert_eq!(choose_path(GemmOp::Gemm, 256, 6144, 132), GemmPath::Tile64);
+        assert_eq!(choose_path(GemmOp::Gemm, 1, 4096, 132, SM90), GemmPath::Skinny);
+        assert_eq!(choose_path(GemmOp::Gemm, 16, 4096, 132, SM90), GemmPath::Skinny);
+        assert_eq!(choose_path(GemmOp::Gemm, 17, 4096, 132, SM90), GemmPath::Tile64);
+        assert_eq!(choose_path(GemmOp::Gemm, 4096, 4096, 132, SM90), GemmPath::Tile128);
+        assert_eq!(choose_path(GemmOp::Gemm, 256, 4096, 132, SM90), GemmPath::Tile64);
+        assert_eq!(choose_path(GemmOp::GateUpSilu, 256, 14336, 132, SM90), GemmPath::Tile128);
+        assert_eq!(choose_path(GemmOp::GateUpSilu, 64, 14336, 132, SM90), GemmPath::Tile64);
+        assert_eq!(choose_path(GemmOp::Gemm, 128, 28672, 132, SM90), GemmPath::Tile128);
+        assert_eq!(choose_path(GemmOp::Gemm, 256, 6144, 132, SM90), GemmPath::Tile64);
         assert_eq!(tile_smem_bytes(GemmPath::Tile128), 65536);
+        // sm_90a: wgmma from m = 128 (one full tile), the older paths below.
+        let a = PtxArch::SM90A;
+        assert_eq!(choose_path(GemmOp::Gemm, 16, 4096, 132, a), GemmPath::Skinny);
+        assert_eq!(choose_path(GemmOp::Gemm, 100, 4096, 132, a), GemmPath::Tile64);
+        assert_eq!(choose_path(GemmOp::Gemm, 256, 4096, 132, a), GemmPath::Wgmma);
+        assert_eq!(choose_path(GemmOp::GateUpSilu, 4096, 14336, 132, a), GemmPath::Wgmma);
+        assert_eq!(tile_smem_bytes(GemmPath::Wgmma), 5 * 32768 + 1024);
+        assert_eq!(grid(GemmOp::GateUpSilu, GemmPath::Wgmma, 256, 14336), (448, 1));
+        assert_eq!(grid(GemmOp::Gemm, GemmPath::Wgmma, 4096, 4096), (1024, 1));
+        // Split k where the tiles leave SMs idle: 64 tiles → 2, 32 → 4, 96 or 1024 → 1.
+        assert_eq!(wgmma_split(GemmOp::Gemm, 256, 4096, 4096, 132), 2);
+        assert_eq!(wgmma_split(GemmOp::Gemm, 256, 4096, 14336, 132), 2);
+        assert_eq!(wgmma_split(GemmOp::Gemm, 128, 4096, 4096, 132), 4);
+        assert_eq!(wgmma_split(GemmOp::Gemm, 256, 6144, 4096, 132), 1);
+        assert_eq!(wgmma_split(GemmOp::Gemm, 4096, 4096, 4096, 132), 1);
+        assert_eq!(wgmma_split(GemmOp::GateUpSilu, 256, 14336, 4096, 132), 1);
+        // Too little k to share: 7 stages stay whole, 8 split in 2.
+        assert_eq!(wgmma_split(GemmOp::Gemm, 1, 8, 448, 132), 1);
+        assert_eq!(wgmma_split(GemmOp::Gemm, 1, 8, 449, 132), 2);
         assert_eq!(tile_smem_bytes(GemmPath::Tile64), 0);
         assert_eq!(grid(GemmOp::GateUpSilu, GemmPath::Tile128, 256, 14336), (448, 1));
         assert_eq!(grid(GemmOp::Gemm, GemmPath::Skinny, 3, 4096), (256, 1));

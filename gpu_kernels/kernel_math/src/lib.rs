@@ -12,6 +12,7 @@ pub mod act;
 pub mod attention;
 pub mod fmha;
 pub mod gemm;
+pub mod wgmma;
 pub mod rope;
 pub mod random;
 

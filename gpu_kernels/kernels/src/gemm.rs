@@ -222,7 +222,7 @@ core::arch::global_asm!(".extern .shared .align 128 .b8 inflight_gemm_smem[];");
 
 /// Shared-window address of the dynamic shared memory.
 #[inline(always)]
-fn gemm_dyn_smem() -> u32 {
+pub(crate) fn gemm_dyn_smem() -> u32 {
     let r: u32;
     // SAFETY: an address of a symbol, no memory access.
     unsafe { asm!("mov.u32 {0}, inflight_gemm_smem;", out(reg32) r, options(pure, nomem, nostack, preserves_flags)) };
@@ -231,7 +231,7 @@ fn gemm_dyn_smem() -> u32 {
 
 /// Bytes of dynamic shared memory of the launch.
 #[inline(always)]
-fn dyn_smem_size() -> u32 {
+pub(crate) fn dyn_smem_size() -> u32 {
     let r: u32;
     // SAFETY: reads a special register.
     unsafe { asm!("mov.u32 {0}, %dynamic_smem_size;", out(reg32) r, options(pure, nomem, nostack, preserves_flags)) };
@@ -493,7 +493,7 @@ unsafe fn big<E: Epilogue, const GATE_UP: bool, const BM: usize, const CA: usize
 }
 
 /// Epilogue of plain GEMM: `v + bias[col..] + residual[row, col..]`, packed.
-trait Epilogue: TcElem {
+pub(crate) trait Epilogue: TcElem {
     /// # Safety
     /// `row < m`, `col + 1 < n`; bias and residual (when non-null) hold `n` and `m × n`.
     unsafe fn pack2_epilogue(p: &GemmParams, v: [f32; 2], row: usize, col: usize, n: usize) -> u32 {

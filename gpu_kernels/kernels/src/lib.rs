@@ -35,6 +35,8 @@ mod context_attention;
 mod tensor_core;
 #[cfg(target_arch = "nvptx64")]
 mod gemm;
+#[cfg(all(target_arch = "nvptx64", target_feature = "sm_90a"))]
+mod gemm_wgmma;
 #[cfg(target_arch = "nvptx64")]
 mod random;
 #[cfg(target_arch = "nvptx64")]

@@ -70,22 +70,19 @@ impl Bench<'_> {
     }
 
     fn paths(&self, op: GemmOp, m: usize, n: usize) -> Vec<GemmPath> {
-        let chosen = kernels::choose_path(op, m, n, self.gpu.info().multiprocessors as usize);
+        let info = self.gpu.info();
+        let chosen = kernels::choose_path(op, m, n, info.multiprocessors as usize, info.ptx_arch);
         if !self.all_paths {
             return vec![chosen];
         }
         let mut v = vec![chosen];
-        v.extend(GemmPath::ALL.into_iter().filter(|p| *p != chosen && (*p != GemmPath::Skinny || m <= 16)));
+        v.extend(GemmPath::ALL.into_iter().filter(|p| *p != chosen && p.available(info.ptx_arch) && (*p != GemmPath::Skinny || m <= 16)));
         v
     }
 }
 
 fn path_name(p: GemmPath) -> &'static str {
-    match p {
-        GemmPath::Skinny => "skinny",
-        GemmPath::Tile64 => "tile64",
-        GemmPath::Tile128 => "tile128",
-    }
+    p.tag()
 }
 
 /// `y = x · wᵀ` at one shape, every requested path.
@@ -122,7 +119,7 @@ fn mlp_case(b: &mut Bench, m: usize) -> Result<(), DeviceError> {
         b.record("gate_up_silu fused", path_name(path), (m, inter, h), bytes, flops, |i| kernels::gate_up_silu_on_path(gpu, path, &x, &wgu[i % nw], &mut act, m, inter, h))?;
     }
     let split_bytes = wbytes + ((m * h + 2 * m * 2 * inter + m * inter) * e) as f64;
-    let path = kernels::choose_path(GemmOp::Gemm, m, 2 * inter, gpu.info().multiprocessors as usize);
+    let path = kernels::choose_path(GemmOp::Gemm, m, 2 * inter, gpu.info().multiprocessors as usize, gpu.info().ptx_arch);
     b.record("gemm + silu_mul", path_name(path), (m, inter, h), split_bytes, flops, |i| {
         kernels::gemm(gpu, &x, &wgu[i % nw], &mut gu, m, 2 * inter, h, GemmEpilogue::none())?;
         let (g, u) = Rows::halves(&gu, inter);
@@ -134,7 +131,7 @@ fn mlp_case(b: &mut Bench, m: usize) -> Result<(), DeviceError> {
     let res = random(gpu, &mut b.rng, m * h, -1.0, 1.0)?;
     let mut y = gpu.alloc::<T>(m * h)?;
     let dbytes = ((inter * h + m * inter + 2 * m * h) * e) as f64;
-    let path = kernels::choose_path(GemmOp::Gemm, m, h, gpu.info().multiprocessors as usize);
+    let path = kernels::choose_path(GemmOp::Gemm, m, h, gpu.info().multiprocessors as usize, gpu.info().ptx_arch);
     b.record("down +residual", path_name(path), (m, h, inter), dbytes, 2.0 * (m * h * inter) as f64, |i| {
         kernels::gemm(gpu, &act, &wd[i % nd], &mut y, m, h, inter, GemmEpilogue { bias: None, residual: Some(&res) })
     })?;

@@ -15,6 +15,7 @@ pub use module::{embedded_arches, KernelModule};
 pub use timing::Timing;
 
 use cudarc::driver::{CudaContext, CudaStream, sys::CUdevice_attribute};
+pub use kernel_abi::manifest::PtxArch;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -27,8 +28,8 @@ pub struct DeviceInfo {
     pub compute_capability: u32,
     pub total_memory_bytes: usize,
     pub multiprocessors: u32,
-    /// The PTX architecture loaded for this device (`sm_<n>`).
-    pub ptx_arch: u32,
+    /// The PTX target loaded for this device (displays as `90a`, `80`: print it as `sm_{}`).
+    pub ptx_arch: PtxArch,
 }
 
 /// One GPU: context, stream, kernels.
@@ -94,7 +95,7 @@ impl Gpu {
             ptx_arch: module.arch(),
         };
         let stream = ctx.default_stream();
-        let pdl = (module.arch() >= 90).then(|| match std::env::var("INFLIGHT_PDL").as_deref() {
+        let pdl = (module.arch().cc >= 90).then(|| match std::env::var("INFLIGHT_PDL").as_deref() {
             Ok("0") => PdlPolicy::Never,
             Ok("1") => PdlPolicy::Always,
             _ => PdlPolicy::LatencyBound,

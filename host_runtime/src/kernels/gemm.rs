@@ -7,9 +7,10 @@
 //! GPU (every error names the kernel and the argument); the `*_on_path` variants run a chosen
 //! path (tests and benchmarks), the plain ones let [`choose_path`] pick by shape.
 //! No path needs a workspace: the skinny (decode) path splits `k` inside a CTA only. The
-//! tile128 path opts in to 64 KiB of dynamic shared memory per launch.
+//! tile128 and wgmma paths opt in to dynamic shared memory per launch; the wgmma path exists
+//! only in the sm_90a PTX (H100/H200), and asking for it elsewhere is an error.
 
-use super::{check_len, launch_cfg, launch_grid};
+use super::{check_len, launch_clustered, launch_grid};
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::LaunchConfig;
 use crate::device::{DeviceBuffer, DeviceError, Gpu};
@@ -98,7 +99,7 @@ pub fn check_gemm(op: GemmOp, t: StorageType, m: usize, n: usize, k: usize, lens
 /// `out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) (+ residual[m, n])`, bf16 or f16, f32
 /// accumulation; the path is chosen by shape.
 pub fn gemm<T: DType>(gpu: &Gpu, x: &DeviceBuffer<T>, w: &DeviceBuffer<T>, out: &mut DeviceBuffer<T>, m: usize, n: usize, k: usize, epi: GemmEpilogue<'_, T>) -> Result<(), DeviceError> {
-    let path = choose_path(GemmOp::Gemm, m, n, gpu.info().multiprocessors as usize);
+    let path = choose_path(GemmOp::Gemm, m, n, gpu.info().multiprocessors as usize, choice_arch(gpu));
     gemm_on_path(gpu, path, x, w, out, m, n, k, epi)
 }
 
@@ -116,7 +117,7 @@ pub fn gemm_on_path<T: DType>(gpu: &Gpu, path: GemmPath, x: &DeviceBuffer<T>, w:
 /// `out[m, inter] = silu(x · w_gᵀ) * (x · w_uᵀ)` where `w_gate_up` is `[2 inter, k]` (rows
 /// `0 .. inter` gate, `inter .. 2 inter` up): one launch, bf16 or f16.
 pub fn gate_up_silu<T: DType>(gpu: &Gpu, x: &DeviceBuffer<T>, w_gate_up: &DeviceBuffer<T>, out: &mut DeviceBuffer<T>, m: usize, inter: usize, k: usize) -> Result<(), DeviceError> {
-    let path = choose_path(GemmOp::GateUpSilu, m, inter, gpu.info().multiprocessors as usize);
+    let path = choose_path(GemmOp::GateUpSilu, m, inter, gpu.info().multiprocessors as usize, choice_arch(gpu));
     gate_up_silu_on_path(gpu, path, x, w_gate_up, out, m, inter, k)
 }
 
@@ -129,6 +130,15 @@ pub fn gate_up_silu_on_path<T: DType>(gpu: &Gpu, path: GemmPath, x: &DeviceBuffe
     launch(gpu, GemmOp::GateUpSilu, path, T::STORAGE, p)
 }
 
+/// The PTX target the automatic path choice assumes: the loaded one, except that
+/// `INFLIGHT_GEMM_WGMMA=0` leaves the wgmma path out (the sm_90 paths instead; explicit
+/// `*_on_path` calls still reach it).
+fn choice_arch(gpu: &Gpu) -> kernel_abi::manifest::PtxArch {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let arch = gpu.info().ptx_arch;
+    if arch.has_wgmma() && *OFF.get_or_init(|| std::env::var("INFLIGHT_GEMM_WGMMA").is_ok_and(|v| v == "0")) { kernel_abi::manifest::PtxArch::SM90 } else { arch }
+}
+
 /// Launches a validated call.
 fn launch(gpu: &Gpu, op: GemmOp, path: GemmPath, t: StorageType, p: GemmParams) -> Result<(), DeviceError> {
     let (m, n) = (p.m as usize, p.n as usize);
@@ -137,6 +147,10 @@ fn launch(gpu: &Gpu, op: GemmOp, path: GemmPath, t: StorageType, p: GemmParams) 
     }
     if path == GemmPath::Skinny && m > SKINNY_MAX_M {
         return Err(DeviceError::invalid(kernel(op), format!("the skinny path takes m ≤ {SKINNY_MAX_M}, got m = {m}")));
+    }
+    let arch = gpu.info().ptx_arch;
+    if !path.available(arch) {
+        return Err(DeviceError::invalid(kernel(op), format!("the {} path needs the sm_90a PTX (an H100/H200 and a binary built with it); the loaded PTX is sm_{arch}", path.tag())));
     }
     let (gx, gy) = abi::grid(op, path, m, n);
     if gx > i32::MAX as usize || gy > 65_535 {
@@ -150,12 +164,26 @@ fn launch(gpu: &Gpu, op: GemmOp, path: GemmPath, t: StorageType, p: GemmParams) 
     if smem == 0 {
         return launch_grid(gpu, name, (gx as u32, gy as u32, 1), path.threads(), p);
     }
-    // tile128 keeps its pipeline in dynamic shared memory (64 KiB, over the 48 KiB a launch
-    // gets without opting in); the kernel writes nothing when it gets less.
+    // tile128 and wgmma keep their pipelines in dynamic shared memory (64 and 161 KiB, over
+    // the 48 KiB a launch gets without opting in); the kernels write nothing with less.
     let f = gpu.module().function(name)?;
     f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32).map_err(|e| DeviceError::driver("cuFuncSetAttribute", e))?;
+    // wgmma at small grids: clusters of `split` CTAs per tile share its k.
+    let split = if path == GemmPath::Wgmma { wgmma_split(op, m, n, p.k as usize, gpu.info().multiprocessors as usize) } else { 1 };
+    let gx = gx * split;
+    if gx > i32::MAX as usize {
+        return Err(DeviceError::invalid(kernel(op), format!("m = {m}, n = {n} need {gx} CTAs, more than a grid holds")));
+    }
     let cfg = LaunchConfig { grid_dim: (gx as u32, gy.max(1) as u32, 1), block_dim: (path.threads(), 1, 1), shared_mem_bytes: smem };
-    launch_cfg(gpu, f, cfg, p)
+    launch_clustered(gpu, f, cfg, split as u32, p)
+}
+
+/// CTAs per tile of a wgmma launch ([`abi::wgmma_split`]); `INFLIGHT_WGMMA_SPLIT` (1, 2 or
+/// 4) overrides it for benchmarks.
+fn wgmma_split(op: GemmOp, m: usize, n: usize, k: usize, sms: usize) -> usize {
+    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let forced = *FORCED.get_or_init(|| std::env::var("INFLIGHT_WGMMA_SPLIT").ok().and_then(|v| v.parse().ok()).filter(|s| [1, 2, 4].contains(s)));
+    forced.unwrap_or_else(|| abi::wgmma_split(op, m, n, k, sms))
 }
 
 /// Block size of a skinny launch of `ctas` CTAs ([`abi::skinny_threads`]);

@@ -73,10 +73,26 @@ pub(crate) fn launch_grid<P: KernelParams>(gpu: &Gpu, name: &str, grid: (u32, u3
 /// [`Gpu::programmatic_launch`] is on (every kernel of that PTX waits for its predecessor
 /// itself, so it may be scheduled before the predecessor has finished).
 pub(crate) fn launch_cfg<P: KernelParams>(gpu: &Gpu, f: &CudaFunction, cfg: LaunchConfig, params: P) -> Result<(), DeviceError> {
+    launch_clustered(gpu, f, cfg, 1, params)
+}
+
+/// [`launch_cfg`] with clusters of `cluster_x` CTAs along x (1: no clusters; the grid's x
+/// must be a multiple of it, ≤ 8: the portable cluster size).
+pub(crate) fn launch_clustered<P: KernelParams>(gpu: &Gpu, f: &CudaFunction, cfg: LaunchConfig, cluster_x: u32, params: P) -> Result<(), DeviceError> {
     let mut p = Param(params);
     gpu.context().bind_to_thread().map_err(|e| DeviceError::driver("cuCtxSetCurrent", e))?;
-    let mut attr = sys::CUlaunchAttribute { id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, pad: [0; 4], value: sys::CUlaunchAttributeValue { pad: [0; 64] } };
-    attr.value.programmaticStreamSerializationAllowed = 1;
+    let blank = || sys::CUlaunchAttribute { id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, pad: [0; 4], value: sys::CUlaunchAttributeValue { pad: [0; 64] } };
+    let mut attrs = [blank(), blank()];
+    let mut n = 0;
+    if cluster_x > 1 {
+        attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        attrs[n].value.clusterDim = sys::CUlaunchAttributeValue_union__bindgen_ty_1 { x: cluster_x, y: 1, z: 1 };
+        n += 1;
+    }
+    if gpu.programmatic_launch() {
+        attrs[n].value.programmaticStreamSerializationAllowed = 1;
+        n += 1;
+    }
     let ex = sys::CUlaunchConfig {
         gridDimX: cfg.grid_dim.0,
         gridDimY: cfg.grid_dim.1,
@@ -86,14 +102,15 @@ pub(crate) fn launch_cfg<P: KernelParams>(gpu: &Gpu, f: &CudaFunction, cfg: Laun
         blockDimZ: cfg.block_dim.2,
         sharedMemBytes: cfg.shared_mem_bytes,
         hStream: gpu.stream().cu_stream(),
-        attrs: &mut attr,
-        numAttrs: u32::from(gpu.programmatic_launch()),
+        attrs: attrs.as_mut_ptr(),
+        numAttrs: n as u32,
     };
     let mut args = [(&raw mut p).cast::<std::ffi::c_void>()];
     // SAFETY: `p` matches the kernel's single parameter (see `Param`) and outlives the call
     // (the driver copies parameters at launch); the caller checked that every address in it
-    // points to an allocation large enough for the shape it passes, and gave the launch the
-    // dynamic shared memory the kernel needs; `attr` lives until the call returns.
+    // points to an allocation large enough for the shape it passes, gave the launch the
+    // dynamic shared memory the kernel needs and a grid that is a multiple of the cluster;
+    // `attrs` lives until the call returns.
     unsafe { sys::cuLaunchKernelEx(&ex, f.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) }
         .result()
         .map_err(|e| DeviceError::driver("cuLaunchKernelEx", e))
