@@ -87,9 +87,12 @@ pub const WGMMA_BK: usize = 64;
 pub const WGMMA_STAGES: usize = 5;
 /// Bytes of one wgmma stage: 128 rows of `x` and 128 rows of `w`, [`WGMMA_BK`] each.
 pub const WGMMA_STAGE_BYTES: usize = (128 + TILE_N) * WGMMA_BK * 2;
-/// The wrappers pick the wgmma path (where the PTX has it) from this `m` up: below it most
-/// of a 128-row tile would be padding.
-pub const WGMMA_MIN_M: usize = 128;
+/// The wrappers pick the wgmma path (where the PTX has it) from this `m` up: every `m` the
+/// skinny path does not take. Even at `m` = 17–100, where most of a 128-row tile is padding,
+/// it was 1.3–2.2× faster than tile64 and tile128 at every Llama-8B shape on the H200
+/// (2026-12-03 session 6, `inflight-gemm-bench --paths --m 17,32,64,100`): those sizes are
+/// bound by the weight stream, which wgmma's deep `cp.async` pipeline keeps fuller.
+pub const WGMMA_MIN_M: usize = SKINNY_MAX_M + 1;
 
 /// Dynamic shared memory (bytes) a launch of `path` needs: tile128 keeps its
 /// [`TILE128_STAGES`] stages of 128 + [`TILE_N`] rows of [`TILE_K`] 16-bit elements there
@@ -308,10 +311,11 @@ mod tests {
         assert_eq!(choose_path(GemmOp::Gemm, 128, 28672, 132, SM90), GemmPath::Tile128);
         assert_eq!(choose_path(GemmOp::Gemm, 256, 6144, 132, SM90), GemmPath::Tile64);
         assert_eq!(tile_smem_bytes(GemmPath::Tile128), 65536);
-        // sm_90a: wgmma from m = 128 (one full tile), the older paths below.
+        // sm_90a: wgmma for every m past the skinny path.
         let a = PtxArch::SM90A;
         assert_eq!(choose_path(GemmOp::Gemm, 16, 4096, 132, a), GemmPath::Skinny);
-        assert_eq!(choose_path(GemmOp::Gemm, 100, 4096, 132, a), GemmPath::Tile64);
+        assert_eq!(choose_path(GemmOp::Gemm, 17, 4096, 132, a), GemmPath::Wgmma);
+        assert_eq!(choose_path(GemmOp::Gemm, 100, 4096, 132, a), GemmPath::Wgmma);
         assert_eq!(choose_path(GemmOp::Gemm, 256, 4096, 132, a), GemmPath::Wgmma);
         assert_eq!(choose_path(GemmOp::GateUpSilu, 4096, 14336, 132, a), GemmPath::Wgmma);
         assert_eq!(tile_smem_bytes(GemmPath::Wgmma), 5 * 32768 + 1024);
