@@ -12,6 +12,7 @@ mod common;
 use axum::body::Body;
 use common::*;
 use inflight_server::{AppState, ServerConfig};
+use models::load::WeightFormat;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -579,7 +580,9 @@ fn inference_routes() -> Vec<(&'static str, &'static str, Value)> {
 
 #[tokio::test]
 async fn api_key_guards_every_route_but_health() {
-    let engine = need_model!(main_engine());
+    // Its own engine: the routes include `/admin/abort_all`, which would cancel the other
+    // tests' requests on the shared one.
+    let engine = need_model!(load_engine(WeightFormat::Native, 4, 16));
     let state = AppState::ready(ServerConfig { api_key: Some(KEY.into()), ..config() }, engine);
     let app = inflight_server::router(state.clone());
     let good = format!("Bearer {KEY}");
