@@ -106,11 +106,11 @@ pub(crate) fn launch_clustered<P: KernelParams>(gpu: &Gpu, f: &CudaFunction, cfg
         numAttrs: n as u32,
     };
     let mut args = [(&raw mut p).cast::<std::ffi::c_void>()];
+    // The caller checked that every address in `p` points to an allocation large enough for
+    // the shape it passes, and gave the launch the dynamic shared memory the kernel needs and
+    // a grid that is a multiple of the cluster.
     // SAFETY: `p` matches the kernel's single parameter (see `Param`) and outlives the call
-    // (the driver copies parameters at launch); the caller checked that every address in it
-    // points to an allocation large enough for the shape it passes, gave the launch the
-    // dynamic shared memory the kernel needs and a grid that is a multiple of the cluster;
-    // `attrs` lives until the call returns.
+    // (the driver copies it at launch); `attrs` lives until the call returns.
     unsafe { sys::cuLaunchKernelEx(&ex, f.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) }
         .result()
         .map_err(|e| DeviceError::driver("cuLaunchKernelEx", e))
